@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+TLS_PORT ?= 8443
+DEMO_HOSTS ?= 25
+PYTEST_ARGS ?= -n 2
+export PORT TLS_PORT DEMO_HOSTS
+
+.PHONY: setup setup-mysql run test test-mysql lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The MySQL driver compiles against libmysqlclient; install the headers when they are missing.
+setup-mysql: setup
+	@pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists libmariadb 2>/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-libmysqlclient-dev pkg-config)
+	$(PY) -m pip install -q -e '.[dev,mysql]'
+
+run: setup
+	$(PY) scripts/run.py
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) -m pytest -p no:cacheprovider -q $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+
+bench: setup
+	-$(MAKE) setup-mysql
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var

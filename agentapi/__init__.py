@@ -1,0 +1,1 @@
+"""The agent-facing endpoints: osquery's remote TLS API and orbit's, served as Fleet serves them."""

@@ -1,0 +1,163 @@
+"""Many simulated agents in one asyncio process: start-up spread, progress, stop, node-key file.
+
+Why one process: a 2-core machine also runs the server under test, so the simulator must stay
+light; asyncio lets one core drive thousands of mostly-sleeping agents. The building blocks
+(``build_agents``, ``enroll_all``) are public so the benchmark reuses the exact enrolment code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentapi.simulator.agent import AgentSettings, SimulatedAgent
+from agentapi.simulator.identity import DEFAULT_TEMPLATES, make_identities, parse_templates
+from agentapi.simulator.stats import Progress, Stats
+from agentapi.simulator.transport import HttpTransport, Transport
+
+
+@dataclass
+class SimulationConfig:
+    url: str
+    enroll_secret: str
+    count: int
+    seed: int = 0
+    start_period: float = 10.0
+    templates: str = DEFAULT_TEMPLATES
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    insecure: bool = False
+    ca_file: str | None = None
+    duration: float | None = None
+    node_key_file: str | None = None
+    only_enroll: bool = False
+    connections: int = 64
+    progress_interval: float = 5.0
+
+
+def load_node_keys(path: str | None) -> dict[str, str]:
+    """``{host_identifier: node_key}`` saved by an earlier run (empty when there is none)."""
+    if not path or not Path(path).exists():
+        return {}
+    data = json.loads(Path(path).read_text() or "{}")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of host identifier to node key")
+    return {str(k): str(v) for k, v in data.items() if v}
+
+
+def save_node_keys(path: str, agents: list[SimulatedAgent]) -> None:
+    """Merge the agents' current keys into ``path`` (written atomically)."""
+    keys = load_node_keys(path)
+    keys.update({a.identity.host_identifier: a.node_key for a in agents if a.node_key})
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(keys, indent=0, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def build_agents(
+    transport: Transport, config: SimulationConfig, stats: Stats, stop: asyncio.Event
+) -> list[SimulatedAgent]:
+    """Agents ``0..count-1`` of ``config.seed``, with any node keys from ``config.node_key_file``."""
+    keys = load_node_keys(config.node_key_file)
+    identities = make_identities(config.seed, config.count, parse_templates(config.templates))
+    return [
+        SimulatedAgent(
+            identity,
+            transport,
+            config.enroll_secret,
+            config.agent,
+            stats,
+            node_key=keys.get(identity.host_identifier),
+            stop=stop,
+        )
+        for identity in identities
+    ]
+
+
+async def enroll_all(
+    agents: list[SimulatedAgent], concurrency: int = 32, start_period: float = 0.0, max_attempts: int = 3
+) -> int:
+    """Enroll every agent without a key, ``concurrency`` at a time; returns how many hold a key."""
+    semaphore = asyncio.Semaphore(concurrency)
+    step = start_period / len(agents) if agents else 0.0
+
+    async def one(position: int, agent: SimulatedAgent) -> None:
+        if agent.node_key:
+            return
+        if step:
+            await asyncio.sleep(position * step)
+        async with semaphore:
+            await agent.ensure_node_key(max_attempts)
+
+    await asyncio.gather(*(one(i, a) for i, a in enumerate(agents)))
+    return sum(1 for a in agents if a.node_key)
+
+
+async def _report(
+    agents: list[SimulatedAgent], progress: Progress, every: float, out: Callable[[str], None]
+) -> None:
+    while True:
+        await asyncio.sleep(every)
+        out(progress.line(sum(1 for a in agents if a.node_key), len(agents)))
+
+
+async def _start_later(agent: SimulatedAgent, delay: float) -> None:
+    await asyncio.sleep(delay)
+    await agent.run()
+
+
+async def simulate(
+    config: SimulationConfig, stop: asyncio.Event | None = None, out: Callable[[str], None] = print
+) -> Stats:
+    """Run the simulation until ``stop`` is set or ``config.duration`` passes; returns the counters."""
+    stop = stop or asyncio.Event()
+    stats = Stats()
+    async with HttpTransport(
+        config.url, connections=config.connections, insecure=config.insecure, ca_file=config.ca_file
+    ) as transport:
+        agents = build_agents(transport, config, stats, stop)
+        progress = Progress(stats)
+        reporter = asyncio.create_task(_report(agents, progress, config.progress_interval, out))
+        if config.only_enroll:
+            work = [asyncio.create_task(enroll_all(agents, config.connections, config.start_period))]
+        else:
+            step = config.start_period / max(len(agents), 1)
+            work = [asyncio.create_task(_start_later(a, i * step)) for i, a in enumerate(agents)]
+        waiter = asyncio.create_task(stop.wait())
+        pending = {*work, waiter} if config.only_enroll else {waiter}
+        timeout = config.duration if config.duration and config.duration > 0 else None
+        done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        for task in [*work, reporter, waiter]:
+            task.cancel()
+        await asyncio.gather(*work, reporter, waiter, return_exceptions=True)
+        out(progress.line(sum(1 for a in agents if a.node_key), len(agents)))
+        if stats.last_errors:
+            out("last errors: " + " | ".join(stats.last_errors))
+        if config.node_key_file:
+            save_node_keys(config.node_key_file, agents)
+    return stats
+
+
+def run_simulation(config: SimulationConfig, out: Callable[[str], None] = print) -> Stats:
+    """Blocking entry point: stops cleanly on Ctrl-C / SIGTERM."""
+
+    async def main() -> Stats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, stop.set)
+        return await simulate(config, stop, out)
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:  # a second Ctrl-C before the handlers were installed
+        sys.stderr.write("interrupted\n")
+        return Stats()

@@ -1,0 +1,85 @@
+"""Counters shared by all agents of a simulation, and the one-line progress summary.
+
+Why plain counters: with thousands of agents in one event loop, anything heavier than integer
+increments (locks, histograms per request) would show up in the simulator's own CPU, which
+shares the machine with the server under test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stats:
+    requests: Counter[str] = field(default_factory=Counter)  # by endpoint
+    failures: Counter[str] = field(default_factory=Counter)  # osquery saw a failure (any reason)
+    transport_errors: int = 0
+    node_invalid: int = 0
+    enrollments: int = 0
+    reenrollments: int = 0
+    queries_run: int = 0
+    queries_failed: int = 0
+    queries_skipped: int = 0  # discovery returned no rows
+    result_lines: int = 0
+    status_lines: int = 0
+    latency_total: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    last_errors: list[str] = field(default_factory=list)
+
+    def record(self, endpoint: str, ok: bool, elapsed: float, error: str = "") -> None:
+        self.requests[endpoint] += 1
+        self.latency_total += elapsed
+        if not ok:
+            self.failures[endpoint] += 1
+            if error:
+                self.last_errors = [*self.last_errors[-4:], f"{endpoint}: {error}"]
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+    @property
+    def total_failures(self) -> int:
+        return sum(self.failures.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests": dict(self.requests),
+            "failures": dict(self.failures),
+            "transport_errors": self.transport_errors,
+            "node_invalid": self.node_invalid,
+            "enrollments": self.enrollments,
+            "reenrollments": self.reenrollments,
+            "queries_run": self.queries_run,
+            "queries_failed": self.queries_failed,
+            "queries_skipped": self.queries_skipped,
+            "result_lines": self.result_lines,
+            "status_lines": self.status_lines,
+        }
+
+
+class Progress:
+    """Formats a summary line with rates since the previous line."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self._last_time = time.monotonic()
+        self._last_requests = 0
+
+    def line(self, enrolled: int, total: int) -> str:
+        now = time.monotonic()
+        requests = self.stats.total_requests
+        rate = (requests - self._last_requests) / max(now - self._last_time, 1e-9)
+        self._last_time, self._last_requests = now, requests
+        s = self.stats
+        mean_ms = s.latency_total / requests * 1000 if requests else 0.0
+        return (
+            f"[{now - s.started:6.0f}s] enrolled {enrolled}/{total} | {rate:7.1f} req/s | "
+            f"requests {requests} (mean {mean_ms:.1f} ms) | errors {s.total_failures} "
+            f"(transport {s.transport_errors}, node_invalid {s.node_invalid}) | "
+            f"re-enrolls {s.reenrollments} | "
+            f"queries {s.queries_run} | log lines {s.result_lines}+{s.status_lines}"
+        )

@@ -1,0 +1,141 @@
+"""osquery's remote TLS API, as Fleet serves it (fleet-reference §1, osquery-protocol.md).
+
+Views stay thin: they authenticate the node and hand the work to the domain apps (``hosts``
+for enrolment and vitals, ``packs`` for config and logs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+from agentapi.endpoint import agent_endpoint, authenticate
+from agentapi.wire import AgentError, client_ip
+from hosts import details, seen
+from hosts.enrollment import EnrollmentError, enroll_osquery
+from hosts.ingest import ingest_details
+from packs import config as osquery_config
+from packs import destinations
+
+logger = logging.getLogger(__name__)
+ACCELERATE_SECONDS = 10  # Fleet's value while a new host's hostname or platform is unknown
+
+
+def _string_map_of_maps(value: Any, field: str) -> dict[str, dict[str, str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise AgentError(f"{field} must be an object of objects")
+    return {
+        table: {str(k): v if isinstance(v, str) else str(v) for k, v in row.items()}
+        for table, row in value.items()
+    }
+
+
+@agent_endpoint("MAX_ENROLL_SIZE")
+def enroll(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
+    identifier = body.get("host_identifier", "")
+    if not isinstance(identifier, str):
+        raise AgentError("host_identifier must be a string")
+    host_details = _string_map_of_maps(body.get("host_details"), "host_details")
+    try:
+        enrolled = enroll_osquery(
+            body.get("enroll_secret"), identifier.strip(), host_details, client_ip(request)
+        )
+    except EnrollmentError as exc:
+        raise AgentError(str(exc), status=401, node_invalid=True) from None
+    return {"node_key": enrolled.node_key}
+
+
+@agent_endpoint("MAX_REQUEST_SIZE")
+def config(request: HttpRequest, body: dict[str, Any]) -> HttpResponse:
+    state = authenticate(request, body)
+    seen.mark_seen(state.id, state.online_interval)
+    return HttpResponse(
+        osquery_config.render(state.team_id, state.platform, state.platform_like),
+        content_type="application/json",
+    )
+
+
+@agent_endpoint("MAX_REQUEST_SIZE")
+def distributed_read(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
+    state = authenticate(request, body)
+    seen.mark_seen(state.id, state.online_interval)
+    queries: dict[str, str] = {}
+    discovery: dict[str, str] = {}
+    if state.refetch_requested or state.details_due_at <= time.time():
+        for name, query in details.queries_for(state.platform, state.platform_like).items():
+            queries[name] = query.sql
+            discovery[name] = query.discovery
+    response: dict[str, Any] = {"queries": queries, "discovery": discovery}
+    if state.needs_identity:
+        response["accelerate"] = ACCELERATE_SECONDS
+    return response
+
+
+def _normalise_results(body: dict[str, Any]) -> tuple[dict[str, list], dict[str, int], dict[str, str]]:
+    """Fleet's shim: ``""`` or malformed rows become ``[]``; string statuses become numbers."""
+    queries, statuses, messages = (
+        body.get("queries") or {},
+        body.get("statuses") or {},
+        body.get("messages") or {},
+    )
+    if not isinstance(queries, dict) or not isinstance(statuses, dict) or not isinstance(messages, dict):
+        raise AgentError("queries, statuses and messages must be JSON objects")
+    rows = {
+        str(name): [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+        for name, value in queries.items()
+    }
+    codes: dict[str, int] = {}
+    for name, status in statuses.items():
+        try:
+            codes[str(name)] = int(status)
+        except (TypeError, ValueError):
+            codes[str(name)] = 1
+    texts = {str(k): v if isinstance(v, str) else str(v) for k, v in messages.items()}
+    return rows, codes, texts
+
+
+@agent_endpoint("MAX_WRITE_SIZE")
+def distributed_write(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
+    state = authenticate(request, body)
+    seen.mark_seen(state.id, state.online_interval)
+    rows, statuses, messages = _normalise_results(body)
+    detail_rows: dict[str, list] = {}
+    for name, result in rows.items():
+        if name.startswith(details.DETAIL_PREFIX):
+            if statuses.get(name, 0) == 0:  # failed detail queries are skipped, as in Fleet
+                detail_rows[name.removeprefix(details.DETAIL_PREFIX)] = result
+            elif "no such table" not in messages.get(name, ""):
+                logger.info("host %s: detail query %s failed: %s", state.id, name, messages.get(name, ""))
+        # Unknown or late names (old campaigns, other servers' queries) are accepted and ignored.
+    if detail_rows:
+        ingest_details(state.id, detail_rows, client_ip(request))
+    return {}
+
+
+@agent_endpoint("MAX_LOG_SIZE")
+def log(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
+    state = authenticate(request, body)
+    seen.mark_seen(state.id, state.online_interval)
+    log_type = body.get("log_type")
+    if log_type not in ("result", "status"):
+        raise AgentError(f"unknown log_type {log_type!r}; expected 'result' or 'status'")
+    data = body.get("data")
+    if data is None:
+        data = []
+    if not isinstance(data, list):
+        raise AgentError("data must be a JSON array of log lines")
+    lines = [line for line in data if isinstance(line, dict)]
+    if len(lines) != len(data):
+        # Refusing would make osquery re-send the same batch forever; keep what is usable.
+        logger.warning("host %s sent %d log lines that are not objects", state.id, len(data) - len(lines))
+    try:
+        destinations.for_log_type(log_type).write(lines)
+    except destinations.DeliveryError as exc:
+        # An `error` makes osquery keep its buffer and retry (Fleet answers 413 here).
+        raise AgentError(f"{exc}; logs will be retried", status=413) from None
+    return {}

@@ -1,0 +1,1 @@
+"""Live-query campaigns (filled in by the live-queries issue)."""

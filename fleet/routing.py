@@ -1,0 +1,3 @@
+"""WebSocket URL patterns, collected from the apps that serve WebSockets."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,18 @@
+"""Top-level URLs: one module per surface (agents, REST, console, health and metrics)."""
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from fleet.health import healthz, readyz
+from fleet.metrics import metrics
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
+    path("", include("agentapi.urls")),
+    path("api/v1/", include("fleet.api_urls")),
+    path("admin/", admin.site.urls),
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+]

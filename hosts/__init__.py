@@ -1,0 +1,1 @@
+"""Teams, enroll secrets, hosts and their vitals, online status and users' roles."""

@@ -1,0 +1,156 @@
+"""Enrolment of osquery and orbit agents (fleet-reference §1.2, §1.10, §10).
+
+The enroll secret picks the team. The host is matched by its identifier, so a reinstalled agent
+reuses its row (and moves to the secret's team) instead of creating a duplicate. Every
+enrolment issues a new node key; only its hash is stored, and the previous key stops working.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from hosts import details, nodekeys, seen
+from hosts.models import NEVER, EnrollSecret, Host
+
+logger = logging.getLogger(__name__)
+
+
+class EnrollmentError(Exception):
+    """Enrolment refused (bad secret, cooldown): the agent gets ``node_invalid``."""
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    host: Host
+    node_key: str
+    created: bool
+
+
+def find_secret(secret: Any) -> EnrollSecret:
+    if not isinstance(secret, str) or not secret.strip():
+        raise EnrollmentError("enroll failed: missing enroll secret")
+    found = EnrollSecret.objects.filter(secret=secret.strip()).first()
+    if found is None:
+        raise EnrollmentError("enroll failed: invalid enroll secret")
+    return found
+
+
+def resolve_identifier(provided: str, host_details: dict[str, dict[str, str]]) -> str:
+    """Fleet's ``osquery.host_identifier``: provided, uuid, instance or hostname."""
+    mode = settings.OSQUERY["HOST_IDENTIFIER"]
+    lookup = {
+        "uuid": ("osquery_info", "uuid"),
+        "instance": ("osquery_info", "instance_id"),
+        "hostname": ("system_info", "hostname"),
+    }.get(mode)
+    if lookup:
+        value = (host_details.get(lookup[0]) or {}).get(lookup[1], "")
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return provided
+
+
+def _check_cooldown(host: Host) -> None:
+    cooldown = settings.OSQUERY["ENROLL_COOLDOWN"]
+    if cooldown and host.last_enrolled_at > timezone.now() - timedelta(seconds=cooldown):
+        raise EnrollmentError("enroll failed: host enrolling too often")
+
+
+def enroll_osquery(
+    secret: Any, host_identifier: str, host_details: dict[str, dict[str, str]], public_ip: str = ""
+) -> Enrolled:
+    """Enroll (or re-enroll) an osquery agent; its ``host_details`` fill the vitals at once."""
+    enroll_secret = find_secret(secret)
+    identifier = resolve_identifier(host_identifier, host_details)
+    system_info = host_details.get("system_info") or {}
+    if not identifier:
+        identifier = (system_info.get("uuid") or "").strip()
+    if not identifier:
+        raise EnrollmentError("enroll failed: missing host identifier")
+    node_key = nodekeys.new_node_key()
+    now = timezone.now()
+    host, created = _upsert_host(identifier, enroll_secret.team_id, now, public_ip, system_info)
+    if not created:
+        _check_cooldown(host)
+    old_hash = host.node_key_hash
+    host.node_key_hash = nodekeys.hash_node_key(node_key)
+    host.team_id = enroll_secret.team_id
+    host.last_enrolled_at = now
+    if public_ip:
+        host.public_ip = public_ip
+    answered = {name: [row] for name, row in host_details.items() if isinstance(row, dict)}
+    details.ingest(
+        host, {k: v for k, v in answered.items() if k in ("os_version", "osquery_info", "system_info")}
+    )
+    host.save()
+    if old_hash and old_hash != host.node_key_hash:
+        logger.info("host %s re-enrolled; its previous node key is no longer valid", host.id)
+        nodekeys.forget([old_hash])
+    state = nodekeys.remember(host)
+    seen.mark_seen(host.id, state.online_interval)
+    return Enrolled(host=host, node_key=node_key, created=created)
+
+
+def _upsert_host(
+    identifier: str, team_id: int | None, now, public_ip: str, system_info: dict[str, str]
+) -> tuple[Host, bool]:
+    """The host row for this identifier, created when new (races resolve to one row)."""
+    host = Host.objects.filter(osquery_host_id=identifier).first()
+    if host is not None:
+        return host, False
+    try:
+        with transaction.atomic():
+            host = Host.objects.create(
+                osquery_host_id=identifier,
+                team_id=team_id,
+                created_at=now,
+                last_enrolled_at=now,
+                detail_updated_at=NEVER,
+                refetch_requested=True,
+                public_ip=public_ip,
+            )
+            return host, True
+    except IntegrityError:  # another request enrolled the same identifier meanwhile
+        return Host.objects.get(osquery_host_id=identifier), False
+
+
+def enroll_orbit(
+    secret: Any,
+    hardware_uuid: str,
+    hardware_serial: str,
+    hostname: str,
+    platform: str,
+    osquery_identifier: str,
+    computer_name: str,
+    hardware_model: str,
+) -> tuple[Host, str]:
+    """Enroll orbit (fleetd); the same host row osquery will use, matched by its identifier."""
+    enroll_secret = find_secret(secret)
+    identifier = osquery_identifier or hardware_uuid
+    if not identifier:
+        raise EnrollmentError("orbit enroll failed: missing hardware_uuid")
+    orbit_key = nodekeys.new_node_key()
+    now = timezone.now()
+    host, _ = _upsert_host(identifier, enroll_secret.team_id, now, "", {})
+    host.orbit_node_key_hash = nodekeys.hash_node_key(orbit_key)
+    host.team_id = enroll_secret.team_id
+    for field, value in (
+        ("uuid", hardware_uuid),
+        ("hardware_serial", hardware_serial),
+        ("hostname", hostname),
+        ("platform", platform),
+        ("computer_name", computer_name),
+        ("hardware_model", hardware_model),
+    ):
+        if value and not getattr(host, field):
+            setattr(host, field, value[:255])
+    host.save()
+    nodekeys.forget([host.node_key_hash])
+    return host, orbit_key

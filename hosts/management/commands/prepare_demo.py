@@ -1,0 +1,68 @@
+"""``manage.py prepare_demo``: what ``make run`` needs before it starts the server.
+
+An admin login, a global enroll secret for the demo hosts and a self-signed certificate for the
+HTTPS port. Idempotent: a second run keeps the same password, secret and certificate, so agents
+enrolled earlier keep working. Prints ``key=value`` lines that ``scripts/run.py`` reads.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+
+from fleet.selfsigned import ensure_certificate
+from hosts.choices import Role
+from hosts.models import EnrollSecret, UserRole
+
+
+class Command(BaseCommand):
+    help = "Create the demo admin user, a global enroll secret and a self-signed TLS certificate."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--username", default="admin")
+        parser.add_argument(
+            "--password-file",
+            default=str(Path(settings.VAR_DIR) / "admin_password"),
+            help="Where the generated password is kept between runs.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        username, password = self._admin(options["username"], Path(options["password_file"]))
+        secret = self._enroll_secret()
+        ensure_certificate(Path(settings.TLS_CERT_FILE), Path(settings.TLS_KEY_FILE))
+        self.stdout.write(f"username={username}")
+        self.stdout.write(f"password={password}")
+        self.stdout.write(f"enroll_secret={secret}")
+        self.stdout.write(f"cert={settings.TLS_CERT_FILE}")
+        self.stdout.write(f"key={settings.TLS_KEY_FILE}")
+
+    def _admin(self, username: str, password_file: Path) -> tuple[str, str]:
+        """A superuser with the global admin role; the password is generated once and kept."""
+        if password_file.exists():
+            password = password_file.read_text().strip()
+        else:
+            password = secrets.token_urlsafe(12)
+            password_file.parent.mkdir(parents=True, exist_ok=True)
+            password_file.write_text(password)
+            password_file.chmod(0o600)
+        user_model = get_user_model()
+        user = user_model.objects.filter(username=username).first()
+        if user is None:
+            user = user_model.objects.create_superuser(username, f"{username}@example.com", password)
+        elif not user.check_password(password):
+            # The file is the source of truth for the demo login: keep them in step.
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        UserRole.objects.get_or_create(user=user, team=None, defaults={"role": Role.ADMIN})
+        return username, password
+
+    def _enroll_secret(self) -> str:
+        existing = EnrollSecret.objects.filter(team__isnull=True).order_by("created_at").first()
+        if existing:
+            return existing.secret
+        return EnrollSecret.objects.create(secret=secrets.token_urlsafe(18)).secret

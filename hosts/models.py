@@ -1,0 +1,153 @@
+"""Teams, enroll secrets, hosts and their vitals, seen times, roles and fleet-wide settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from hosts.choices import Role
+
+# Hosts enrolled before their details arrive get this, so their details are due at once
+# (Fleet uses 1970-01-02 for the same reason).
+NEVER = datetime(1970, 1, 2, tzinfo=UTC)
+
+
+class Team(models.Model):
+    """A group of hosts with its own enroll secrets and, optionally, its own agent options."""
+
+    name = models.CharField(max_length=255, unique=True)
+    description = models.TextField(blank=True)
+    agent_options = models.JSONField(
+        null=True, blank=True, help_text="Replaces the global agent options for this team's hosts when set."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EnrollSecret(models.Model):
+    """A secret osquery presents at enrolment; it decides the host's team (none means global)."""
+
+    secret = models.CharField(max_length=255, unique=True)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="secrets")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["team_id", "created_at"]
+
+    def __str__(self) -> str:
+        scope = self.team.name if self.team_id else "global"
+        return f"{self.secret[:4]}… ({scope})"
+
+
+class Host(models.Model):
+    """An enrolled computer and the vitals its agent reports (the same fields Fleet keeps)."""
+
+    osquery_host_id = models.CharField(
+        max_length=255, unique=True, help_text="The identifier the agent enrolled with."
+    )
+    node_key_hash = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
+    orbit_node_key_hash = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="hosts")
+
+    hostname = models.CharField(max_length=255, blank=True, db_index=True)
+    computer_name = models.CharField(max_length=255, blank=True)
+    uuid = models.CharField(max_length=255, blank=True, db_index=True)
+    platform = models.CharField(max_length=255, blank=True, db_index=True)
+    platform_like = models.CharField(max_length=255, blank=True)
+    os_version = models.CharField(max_length=255, blank=True)
+    code_name = models.CharField(max_length=255, blank=True)
+    build = models.CharField(max_length=255, blank=True)
+    kernel_version = models.CharField(max_length=255, blank=True)
+    osquery_version = models.CharField(max_length=255, blank=True)
+    orbit_version = models.CharField(max_length=255, blank=True)
+    cpu_type = models.CharField(max_length=255, blank=True)
+    cpu_subtype = models.CharField(max_length=255, blank=True)
+    cpu_brand = models.CharField(max_length=255, blank=True)
+    cpu_physical_cores = models.PositiveIntegerField(default=0)
+    cpu_logical_cores = models.PositiveIntegerField(default=0)
+    memory = models.BigIntegerField(default=0, help_text="Bytes of physical memory.")
+    hardware_vendor = models.CharField(max_length=255, blank=True)
+    hardware_model = models.CharField(max_length=255, blank=True)
+    hardware_version = models.CharField(max_length=255, blank=True)
+    hardware_serial = models.CharField(max_length=255, blank=True, db_index=True)
+    uptime = models.BigIntegerField(default=0, help_text="Seconds since boot.")
+    primary_ip = models.CharField(max_length=45, blank=True, db_index=True)
+    primary_mac = models.CharField(max_length=17, blank=True)
+    public_ip = models.CharField(max_length=45, blank=True)
+
+    distributed_interval = models.PositiveIntegerField(default=0)
+    config_tls_refresh = models.PositiveIntegerField(default=0)
+    logger_tls_period = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, help_text="First enrolled.")
+    last_enrolled_at = models.DateTimeField(default=timezone.now)
+    detail_updated_at = models.DateTimeField(default=NEVER)
+    refetch_requested = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        return self.computer_name or self.hostname or self.osquery_host_id
+
+
+class HostSeenTime(models.Model):
+    """When a host last checked in, kept apart from ``Host`` so hot writes stay off that row.
+
+    ``offline_after`` is ``seen_time`` plus the host's online interval, written with it, so that
+    "online" is a plain indexed comparison with now (no per-row interval arithmetic in SQL).
+    """
+
+    host = models.OneToOneField(Host, primary_key=True, on_delete=models.CASCADE, related_name="seen")
+    seen_time = models.DateTimeField(db_index=True)
+    offline_after = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.host_id} seen {self.seen_time:%Y-%m-%d %H:%M:%S}"
+
+
+class FleetSettings(models.Model):
+    """Fleet-wide settings kept in the database (a single row), edited in the console."""
+
+    agent_options = models.JSONField(
+        default=dict, blank=True, help_text="Global agent options: config, overrides, command_line_flags."
+    )
+
+    class Meta:
+        verbose_name = verbose_name_plural = "fleet settings"
+
+    def __str__(self) -> str:
+        return "Fleet settings"
+
+    @classmethod
+    def load(cls) -> FleetSettings:
+        from hosts.agent_options import default_agent_options
+
+        obj, _ = cls.objects.get_or_create(pk=1, defaults={"agent_options": default_agent_options()})
+        return obj
+
+
+class UserRole(models.Model):
+    """A user's role, globally (no team) or on one team. Superusers are global admins."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="fleet_roles")
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="roles")
+    role = models.CharField(max_length=32, choices=Role.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="unique_role_per_user_team")]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} on {self.team or 'all teams'}"

@@ -1,0 +1,1 @@
+"""Packs, scheduled queries, the osquery config and the agents' logs."""

@@ -1,0 +1,1 @@
+"""Saved queries (filled in by the saved-queries issue)."""

@@ -1,0 +1,139 @@
+"""``make run``: the whole product on the embedded default, in one terminal.
+
+Migrates SQLite, prepares the demo (admin login, enroll secret, self-signed certificate), starts
+one daphne process serving HTTP on ``PORT`` and HTTPS on ``TLS_PORT`` (console, REST, agent API
+and WebSockets: the in-memory channel layer only reaches consumers in the same process), and
+``DEMO_HOSTS`` simulated osquery agents that enroll over HTTPS. Ctrl-C stops every process it
+started, by process id.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+VAR_DIR = Path(os.environ.get("FLEET_VAR_DIR", ROOT / "var"))
+
+
+def manage(*args: str, capture: bool = False) -> str:
+    """Run a management command in a child process; stop ``make run`` if it fails."""
+    result = subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, text=True, capture_output=capture, check=False
+    )
+    if result.returncode != 0:
+        if capture:
+            sys.stderr.write(result.stdout + result.stderr)
+        sys.exit(f"manage.py {args[0]} failed")
+    return result.stdout or ""
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit("the server exited while starting; see its output above")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    sys.exit(f"the server did not answer {url} within {timeout:.0f} s")
+
+
+def main() -> None:
+    port = int(os.environ.get("PORT", "8000"))
+    tls_port = int(os.environ.get("TLS_PORT", "8443"))
+    bind = os.environ.get("BIND", "127.0.0.1")
+    demo_hosts = int(os.environ.get("DEMO_HOSTS", "25"))
+    if any(os.environ.get(name) for name in ("DATABASE_URL", "REDIS_URL")):
+        print("note: DATABASE_URL/REDIS_URL are set; make run uses them instead of the embedded default")
+
+    manage("migrate", "--noinput", "-v", "0")
+    demo = dict(
+        line.split("=", 1) for line in manage("prepare_demo", capture=True).splitlines() if "=" in line
+    )
+
+    children: list[subprocess.Popen] = []
+    env = {**os.environ, "DATABASE_CONN_MAX_AGE": "0", "TLS_PORT": str(tls_port)}
+    server = subprocess.Popen(
+        [
+            PYTHON, "-m", "daphne", "-v", "0",
+            "-b", bind, "-p", str(port),
+            "-e", f"ssl:{tls_port}:privateKey={demo['key']}:certKey={demo['cert']}:interface={bind}",
+            "fleet.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+    )  # fmt: skip
+    children.append(server)
+
+    def stop(*_: object) -> None:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    wait_until_up(f"http://127.0.0.1:{port}/healthz", server)
+
+    if demo_hosts > 0:
+        children.append(
+            subprocess.Popen(
+                [
+                    PYTHON,
+                    "manage.py",
+                    "simulate_hosts",
+                    "--url",
+                    f"https://127.0.0.1:{tls_port}",
+                    "--ca-file",
+                    demo["cert"],
+                    "--enroll-secret",
+                    demo["enroll_secret"],
+                    "--count",
+                    str(demo_hosts),
+                    "--start-period",
+                    "5",
+                    "--node-key-file",
+                    str(VAR_DIR / "demo_node_keys.json"),
+                    "--progress-interval",
+                    "60",
+                ],
+                cwd=ROOT,
+            )  # fmt: skip
+        )
+
+    print(
+        f"""
+  Fleet is running.
+    Console:   http://127.0.0.1:{port}/admin/
+    Login:     {demo["username"]} / {demo["password"]}
+    REST API:  http://127.0.0.1:{port}/api/v1/docs/
+    Agents:    https://127.0.0.1:{tls_port}  (enroll secret {demo["enroll_secret"]}; see "Add hosts")
+    Demo:      {demo_hosts} simulated hosts (DEMO_HOSTS=0 for none)
+  Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+    while True:
+        if server.poll() is not None:
+            print("the server stopped; stopping the rest", file=sys.stderr)
+            stop()
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()

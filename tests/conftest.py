@@ -1,0 +1,49 @@
+"""Shared fixtures: every test runs on the embedded default unless DATABASE_URL/REDIS_URL are set."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+
+from hosts import seen
+from hosts.models import EnrollSecret, Team
+from tests.agent import Agent
+
+
+@pytest.fixture(autouse=True)
+def _clean_process_state(settings, tmp_path):
+    """Each test starts with an empty cache and seen buffer, and logs into its own directory."""
+    cache.clear()
+    seen.flush_discard()
+    settings.OSQUERY = {
+        **settings.OSQUERY,
+        "RESULT_LOG_FILE": str(tmp_path / "osquery_result.log"),
+        "STATUS_LOG_FILE": str(tmp_path / "osquery_status.log"),
+        "SEEN_FLUSH_INTERVAL": 3600.0,
+    }
+    yield
+    seen.flush_discard()
+    cache.clear()
+
+
+@pytest.fixture
+def team(db) -> Team:
+    return Team.objects.create(name="Engineering")
+
+
+@pytest.fixture
+def global_secret(db) -> str:
+    return EnrollSecret.objects.create(secret="global-secret-123").secret
+
+
+@pytest.fixture
+def team_secret(team) -> str:
+    return EnrollSecret.objects.create(secret="team-secret-456", team=team).secret
+
+
+@pytest.fixture
+def agent(client, global_secret) -> Agent:
+    """An osquery agent already enrolled with the global secret."""
+    a = Agent(client)
+    a.enroll(global_secret)
+    return a
