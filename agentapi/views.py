@@ -14,14 +14,17 @@ from django.http import HttpRequest, HttpResponse
 
 from agentapi.endpoint import agent_endpoint, authenticate
 from agentapi.wire import AgentError, client_ip
-from hosts import details, seen
+from campaigns import services as campaigns
+from campaigns.store import get_store
+from hosts import details, labels, seen
 from hosts.enrollment import EnrollmentError, enroll_osquery
 from hosts.ingest import ingest_details
 from packs import config as osquery_config
-from packs import destinations
+from packs import destinations, logs
 
 logger = logging.getLogger(__name__)
-ACCELERATE_SECONDS = 10  # Fleet's value while a new host's hostname or platform is unknown
+ACCELERATE_SECONDS = 10  # Fleet's value while a host is new or owes a live query an answer
+ALWAYS_TRUE = "SELECT 1"
 
 
 def _string_map_of_maps(value: Any, field: str) -> dict[str, dict[str, str]]:
@@ -54,10 +57,7 @@ def enroll(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
 def config(request: HttpRequest, body: dict[str, Any]) -> HttpResponse:
     state = authenticate(request, body)
     seen.mark_seen(state.id, state.online_interval)
-    return HttpResponse(
-        osquery_config.render(state.team_id, state.platform, state.platform_like),
-        content_type="application/json",
-    )
+    return HttpResponse(osquery_config.render_for(state), content_type="application/json")
 
 
 @agent_endpoint("MAX_REQUEST_SIZE")
@@ -70,8 +70,14 @@ def distributed_read(request: HttpRequest, body: dict[str, Any]) -> dict[str, An
         for name, query in details.queries_for(state.platform, state.platform_like).items():
             queries[name] = query.sql
             discovery[name] = query.discovery
+    labels.add_due_queries(state, queries, discovery)  # fleet_label_query_<id>, from the cache
+    live = get_store().queries_for_host(state.id)
+    for campaign_id, sql in live.items():
+        name = f"{campaigns.QUERY_PREFIX}{campaign_id}"
+        queries[name] = sql
+        discovery[name] = ALWAYS_TRUE  # osquery skips queries without one once discovery is sent
     response: dict[str, Any] = {"queries": queries, "discovery": discovery}
-    if state.needs_identity:
+    if state.needs_identity or live:
         response["accelerate"] = ACCELERATE_SECONDS
     return response
 
@@ -99,11 +105,25 @@ def _normalise_results(body: dict[str, Any]) -> tuple[dict[str, list], dict[str,
     return rows, codes, texts
 
 
+def _record_live_answers(
+    state: Any, rows: dict[str, list], statuses: dict[str, int], messages: dict[str, str]
+) -> None:
+    """Hand live-query answers to their campaigns (a failed query may come in ``statuses`` only)."""
+    for name in rows.keys() | statuses.keys():
+        campaign_id = name.removeprefix(campaigns.QUERY_PREFIX)
+        if name.startswith(campaigns.QUERY_PREFIX) and campaign_id.isdigit():
+            campaigns.record_answer(
+                int(campaign_id), state.id, state.hostname, rows.get(name, []),
+                statuses.get(name, 0), messages.get(name, ""),
+            )  # fmt: skip
+
+
 @agent_endpoint("MAX_WRITE_SIZE")
 def distributed_write(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     state = authenticate(request, body)
     seen.mark_seen(state.id, state.online_interval)
     rows, statuses, messages = _normalise_results(body)
+    _record_live_answers(state, rows, statuses, messages)
     detail_rows: dict[str, list] = {}
     for name, result in rows.items():
         if name.startswith(details.DETAIL_PREFIX):
@@ -112,8 +132,11 @@ def distributed_write(request: HttpRequest, body: dict[str, Any]) -> dict[str, A
             elif "no such table" not in messages.get(name, ""):
                 logger.info("host %s: detail query %s failed: %s", state.id, name, messages.get(name, ""))
         # Unknown or late names (old campaigns, other servers' queries) are accepted and ignored.
+    labels_changed = labels.ingest_results(state, rows, statuses, messages)
     if detail_rows:
-        ingest_details(state.id, detail_rows, client_ip(request))
+        ingest_details(state.id, detail_rows, client_ip(request))  # re-caches the state, labels included
+    elif labels_changed:
+        labels.refresh_state(state.id)
     return {}
 
 
@@ -133,8 +156,10 @@ def log(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     if len(lines) != len(data):
         # Refusing would make osquery re-send the same batch forever; keep what is usable.
         logger.warning("host %s sent %d log lines that are not objects", state.id, len(data) - len(lines))
+    if log_type == "result":
+        lines = logs.ingest_results(state, lines)  # query reports; drops lines with automations off
     try:
-        destinations.for_log_type(log_type).write(lines)
+        destinations.deliver(log_type, lines)
     except destinations.DeliveryError as exc:
         # An `error` makes osquery keep its buffer and retry (Fleet answers 413 here).
         raise AgentError(f"{exc}; logs will be retried", status=413) from None

@@ -5,14 +5,26 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
+from campaigns import api as campaigns_api
 from hosts import api as hosts_api
+from hosts import labels_api
+from packs import api as packs_api
+from packs.spec_api import SpecView
+from queries import api as queries_api
+from queries.report_api import QueryReportView
 
 router = DefaultRouter()
 hosts_api.register(router)
+labels_api.register(router)
+campaigns_api.register(router)
+queries_api.register(router)
+packs_api.register(router)
 
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("queries/<int:pk>/report/", QueryReportView.as_view(), name="query-report"),
+    path("spec/", SpecView.as_view(), name="api-spec"),
     path("", include(router.urls)),
 ]

@@ -9,14 +9,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fleet.settings")
 # Django must be set up before anything imports models (consumers, routing).
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from fleet.routing import websocket_urlpatterns  # noqa: E402
+from fleet.ws_auth import WebSocketAuthStack  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": WebSocketAuthStack(URLRouter(websocket_urlpatterns)),
     }
 )

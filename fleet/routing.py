@@ -1,3 +1,5 @@
 """WebSocket URL patterns, collected from the apps that serve WebSockets."""
 
-websocket_urlpatterns: list = []
+from campaigns.routing import websocket_urlpatterns as campaign_patterns
+
+websocket_urlpatterns: list = [*campaign_patterns]

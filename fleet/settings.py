@@ -116,6 +116,10 @@ else:
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         },
+        # A file, not Django's default in-memory test database: live-server tests then give each
+        # server thread its own connection, as in production, instead of one shared connection
+        # that concurrent agents trip over ("cannot start a transaction within a transaction").
+        "TEST": {"NAME": env.str("SQLITE_TEST_PATH", default=str(VAR_DIR / "test_db.sqlite3"))},
     }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -150,7 +154,22 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
-CELERY_BEAT_SCHEDULE: dict = {}
+# Live-query upkeep (campaigns/tasks.py): expire + sweep the store often, delete old results hourly.
+# The embedded default has no beat: the server runs the same jobs itself, at most this often.
+CAMPAIGN_UPKEEP_INTERVAL = env.float("LIVE_QUERY_UPKEEP_INTERVAL", default=60.0)
+CAMPAIGN_RETENTION_INTERVAL = env.float("LIVE_QUERY_RETENTION_INTERVAL", default=3600.0)
+CELERY_BEAT_SCHEDULE: dict = {
+    "campaigns-expire-and-sweep": {
+        "task": "campaigns.expire_and_sweep",
+        "schedule": CAMPAIGN_UPKEEP_INTERVAL,
+        "options": {"expires": CAMPAIGN_UPKEEP_INTERVAL},  # a backlog of stale runs is dropped
+    },
+    "campaigns-delete-expired-results": {
+        "task": "campaigns.delete_expired_results",
+        "schedule": CAMPAIGN_RETENTION_INTERVAL,
+        "options": {"expires": CAMPAIGN_RETENTION_INTERVAL},
+    },
+}
 
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -218,6 +237,7 @@ OSQUERY = {
     # provided | uuid | instance | hostname (Fleet's osquery.host_identifier)
     "HOST_IDENTIFIER": env.str("OSQUERY_HOST_IDENTIFIER", default="provided"),
     "DETAIL_UPDATE_INTERVAL": env.int("OSQUERY_DETAIL_UPDATE_INTERVAL", default=3600),
+    "LABEL_UPDATE_INTERVAL": env.int("OSQUERY_LABEL_UPDATE_INTERVAL", default=3600),
     "MAX_JITTER_PERCENT": env.int("OSQUERY_MAX_JITTER_PERCENT", default=10),
     "ENROLL_COOLDOWN": env.int("OSQUERY_ENROLL_COOLDOWN", default=0),
     "NODE_KEY_CACHE_TTL": env.int("OSQUERY_NODE_KEY_CACHE_TTL", default=180),
@@ -234,6 +254,51 @@ OSQUERY = {
     ),
 }
 MAX_ENROLL_SECRETS_PER_SCOPE = 50
+
+# --- osquery log destinations and query reports (docs/logging.md) ------------------------------
+# Destinations per stream, comma-separated: filesystem, stdout, webhook, nats. The filesystem
+# paths are OSQUERY_RESULT_LOG_FILE / OSQUERY_STATUS_LOG_FILE above.
+OSQUERY_LOGGING = {
+    "RESULT_PLUGINS": env.list("OSQUERY_RESULT_LOG_PLUGIN", default=["filesystem"]),
+    "STATUS_PLUGINS": env.list("OSQUERY_STATUS_LOG_PLUGIN", default=["filesystem"]),
+    # One log request spends at most this long on all its destinations (osquery gives up at 16 s).
+    "DELIVERY_BUDGET": env.float("OSQUERY_LOG_DELIVERY_BUDGET", default=8.0),
+    # After a failure a network destination fails fast for this long (per process), then tries again.
+    "CIRCUIT_OPEN_SECONDS": env.float("OSQUERY_LOG_CIRCUIT_OPEN_SECONDS", default=10.0),
+    "FILESYSTEM_MAX_BYTES": env.int("OSQUERY_FILESYSTEM_MAX_SIZE_MB", default=500) * 1024 * 1024,
+    "FILESYSTEM_MAX_BACKUPS": env.int("OSQUERY_FILESYSTEM_MAX_BACKUPS", default=3),
+    "WEBHOOK_RESULT_URL": env.str("OSQUERY_WEBHOOK_RESULT_URL", default=""),
+    "WEBHOOK_STATUS_URL": env.str("OSQUERY_WEBHOOK_STATUS_URL", default=""),
+    "WEBHOOK_TOKEN": secret("OSQUERY_WEBHOOK_TOKEN") or "",
+    "WEBHOOK_TIMEOUT": env.float("OSQUERY_WEBHOOK_TIMEOUT", default=3.0),
+    "WEBHOOK_RETRY_BUDGET": env.float("OSQUERY_WEBHOOK_RETRY_BUDGET", default=6.0),
+    "WEBHOOK_BATCH_LINES": env.int("OSQUERY_WEBHOOK_BATCH_LINES", default=500),
+    "NATS_SERVERS": env.list("OSQUERY_NATS_SERVER", default=["nats://127.0.0.1:4222"]),
+    "NATS_RESULT_SUBJECT": env.str("OSQUERY_NATS_RESULT_SUBJECT", default="osquery.result"),
+    "NATS_STATUS_SUBJECT": env.str("OSQUERY_NATS_STATUS_SUBJECT", default="osquery.status"),
+    "NATS_TIMEOUT": env.float("OSQUERY_NATS_TIMEOUT", default=3.0),
+    "NATS_JETSTREAM": env.bool("OSQUERY_NATS_JETSTREAM", default=False),
+    "NATS_CREDS_FILE": env.str("OSQUERY_NATS_CREDS_FILE", default=""),
+    "NATS_TOKEN": secret("OSQUERY_NATS_TOKEN") or "",
+    # Rows kept per query report, all hosts together (Fleet's query_report_cap, there 1,000).
+    "QUERY_REPORT_CAP": env.int("QUERY_REPORT_CAP", default=10_000),
+    "QUERY_REPORTS_DISABLED": env.bool("QUERY_REPORTS_DISABLED", default=False),
+}
+
+# --- Live queries ----------------------------------------------------------------------------
+LIVE_QUERY = {
+    # A campaign still running after this long is expired (Fleet: 24 h).
+    "MAX_DURATION": env.int("LIVE_QUERY_MAX_DURATION", default=24 * 3600),
+    # Results are kept this many days after a campaign starts, then deleted.
+    "RETENTION_DAYS": env.int("LIVE_QUERY_RETENTION_DAYS", default=30),
+    # Rows kept per campaign, all hosts together; beyond it a host's answer is counted, rows dropped.
+    "MAX_ROWS": env.int("LIVE_QUERY_MAX_ROWS", default=100_000),
+    # How long a web process trusts its copy of the list of active campaigns (Fleet: 1 s).
+    "ACTIVE_CACHE_SECONDS": env.float("LIVE_QUERY_ACTIVE_CACHE_SECONDS", default=1.0),
+    # The synchronous REST form waits at most this long (Fleet's FLEET_LIVE_QUERY_REST_PERIOD).
+    "REST_PERIOD": env.float("LIVE_QUERY_REST_PERIOD", default=25.0),
+    "STORE_TTL": env.int("LIVE_QUERY_STORE_TTL", default=7 * 24 * 3600),
+}
 
 # --- Metrics and logging ---------------------------------------------------------------------
 METRICS_TOKEN = secret("METRICS_TOKEN") or ""

@@ -22,6 +22,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from campaigns.admin_views import live_query_hosts, may_run_live_queries
 from hosts import admin_views, services
 from hosts.admin_forms import (
     EnrollSecretForm,
@@ -35,6 +36,7 @@ from hosts.admin_forms import (
 )
 from hosts.choices import HostStatus, Role
 from hosts.filters import PlatformListFilter, StatusListFilter, TeamListFilter, with_host_counts
+from hosts.labels_admin import LabelHostListFilter  # also registers the label console
 from hosts.models import EnrollSecret, FleetSettings, Host, Team, UserRole
 from hosts.paginators import CappedCountPaginator
 from hosts.permissions import (
@@ -228,7 +230,7 @@ class HostAdmin(admin.ModelAdmin):
         "last_seen",
     ]
     list_display_links = ["display_name"]
-    list_filter = [StatusListFilter, TeamListFilter, PlatformListFilter]
+    list_filter = [StatusListFilter, TeamListFilter, PlatformListFilter, LabelHostListFilter]
     search_fields = ["hostname", "=uuid", "=hardware_serial", "^primary_ip"]
     search_help_text = "Hostname (any part), UUID or serial (exact), IP address (prefix)."
     list_select_related = ["team", "seen"]
@@ -236,7 +238,7 @@ class HostAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     fieldsets = _HOST_FIELDSETS
-    actions = ["refetch_hosts", "transfer_hosts"]  # plus the stock delete (-> delete_queryset)
+    actions = ["refetch_hosts", "transfer_hosts", live_query_hosts]  # and the stock delete (delete_queryset)
     change_form_template = "admin/hosts/host/change_form.html"
     change_list_template = "admin/hosts/host/change_list.html"
 
@@ -274,6 +276,9 @@ class HostAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # hosts come from enrolment
+
+    def has_live_query_permission(self, request: HttpRequest) -> bool:
+        return may_run_live_queries(request.user)  # the "Live query the selected hosts" action
 
     @admin.display(description="status")
     def status(self, host: Host) -> str:

@@ -3,3 +3,8 @@ from django.apps import AppConfig
 
 class HostsConfig(AppConfig):
     name = "hosts"
+
+    def ready(self) -> None:
+        # Registers the signal that keeps builtin label membership in step with host platforms;
+        # done here so it never depends on the admin (or anything else) importing it first.
+        import hosts.labels  # noqa: F401

@@ -90,6 +90,7 @@ class Host(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True, help_text="First enrolled.")
     last_enrolled_at = models.DateTimeField(default=timezone.now)
     detail_updated_at = models.DateTimeField(default=NEVER)
+    label_updated_at = models.DateTimeField(default=NEVER)
     refetch_requested = models.BooleanField(default=False)
 
     class Meta:
@@ -151,3 +152,55 @@ class UserRole(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.role} on {self.team or 'all teams'}"
+
+
+class LabelType(models.TextChoices):
+    REGULAR = "regular", "Regular"
+    BUILTIN = "builtin", "Builtin"
+
+
+class LabelMembershipType(models.TextChoices):
+    DYNAMIC = "dynamic", "Dynamic (a query decides)"
+    MANUAL = "manual", "Manual (a list of hosts)"
+
+
+class Label(models.Model):
+    """A group of hosts: those whose agent returns rows for ``query`` (dynamic) or a list (manual).
+
+    Dynamic labels are sent to agents as ``fleet_label_query_<id>``; builtin ones are Fleet's
+    (All Hosts, macOS, ...), kept up to date automatically and not editable.
+    """
+
+    name = models.CharField(max_length=255, unique=True)
+    description = models.TextField(blank=True)
+    query = models.TextField(blank=True, help_text="osquery SQL; a host is a member when it returns rows.")
+    platform = models.CharField(
+        max_length=255, blank=True, help_text="Only hosts of this platform run it (empty: all)."
+    )
+    label_type = models.CharField(max_length=16, choices=LabelType.choices, default=LabelType.REGULAR)
+    label_membership_type = models.CharField(
+        max_length=16, choices=LabelMembershipType.choices, default=LabelMembershipType.DYNAMIC
+    )
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    hosts = models.ManyToManyField(Host, through="LabelMembership", related_name="labels", blank=True)
+
+    class Meta:
+        ordering = ["label_type", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LabelMembership(models.Model):
+    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="memberships")
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="label_memberships")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["label", "host"], name="unique_label_membership")]
+        indexes = [models.Index(fields=["host", "label"])]
+
+    def __str__(self) -> str:
+        return f"{self.host_id} in {self.label_id}"

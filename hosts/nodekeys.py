@@ -1,7 +1,8 @@
 """Node keys: issue them, store only their hash, and resolve them to a host on the hot path.
 
 A check-in must not cost a database query. The host's check-in state (a few fields that decide
-what the agent is sent) is cached under the node key's hash; a miss costs one indexed SELECT.
+what the agent is sent) is cached under the node key's hash; a miss costs two indexed SELECTs
+(the host row and its label ids).
 Anything that changes that state (details ingested, refetch asked, re-enrolment, team change)
 refreshes or drops the cache entry through this module.
 """
@@ -17,11 +18,11 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
-from hosts.models import Host
+from hosts.models import Host, LabelMembership
 from hosts.status import online_interval
 
 NODE_KEY_BYTES = 24  # Fleet's osquery.node_key_size
-_CACHE_PREFIX = "nk2:"  # bump when HostState changes shape, so old pickles are not read
+_CACHE_PREFIX = "nk3:"  # bump when HostState changes shape, so old pickles are not read
 
 
 def new_node_key() -> str:
@@ -46,6 +47,8 @@ class HostState:
     details_due_at: float  # unix time when detail queries are next due
     refetch_requested: bool
     online_interval: int
+    label_ids: tuple[int, ...] = ()  # sorted ids of the labels the host is in (the config depends on it)
+    labels_due_at: float = 0.0  # unix time when label queries are next due
 
 
 _STATE_FIELDS = (
@@ -55,6 +58,7 @@ _STATE_FIELDS = (
     "platform_like",
     "hostname",
     "detail_updated_at",
+    "label_updated_at",
     "refetch_requested",
     "distributed_interval",
     "config_tls_refresh",
@@ -72,8 +76,15 @@ def detail_jitter(host_id: int, interval: int) -> float:
     return (zlib.crc32(host_id.to_bytes(8, "little")) / 0xFFFFFFFF) * spread
 
 
-def state_of(host: Host) -> HostState:
+def host_label_ids(host_id: int) -> tuple[int, ...]:
+    return tuple(sorted(LabelMembership.objects.filter(host_id=host_id).values_list("label_id", flat=True)))
+
+
+def state_of(host: Host, label_ids: Iterable[int] | None = None) -> HostState:
+    """The cached check-in state; ``label_ids`` saves a query when the caller knows them."""
     interval = settings.OSQUERY["DETAIL_UPDATE_INTERVAL"]
+    label_interval = settings.OSQUERY["LABEL_UPDATE_INTERVAL"]
+    labels = tuple(sorted(label_ids)) if label_ids is not None else host_label_ids(host.id)
     return HostState(
         id=host.id,
         team_id=host.team_id,
@@ -84,6 +95,10 @@ def state_of(host: Host) -> HostState:
         details_due_at=host.detail_updated_at.timestamp() + interval + detail_jitter(host.id, interval),
         refetch_requested=host.refetch_requested,
         online_interval=online_interval(host.distributed_interval, host.config_tls_refresh),
+        label_ids=labels,
+        labels_due_at=host.label_updated_at.timestamp()
+        + label_interval
+        + detail_jitter(host.id, label_interval),
     )
 
 
@@ -126,4 +141,3 @@ def forget(node_key_hashes: Iterable[str | None]) -> None:
 
 def forget_hosts(host_ids: Iterable[int]) -> None:
     forget(Host.objects.filter(id__in=list(host_ids)).values_list("node_key_hash", flat=True))
-

@@ -3,3 +3,8 @@ from django.apps import AppConfig
 
 class PacksConfig(AppConfig):
     name = "packs"
+
+    def ready(self) -> None:
+        from packs import signals
+
+        signals.connect()  # keep the served osquery configs in step with their inputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 
+from campaigns.store import get_store
 from hosts import seen
 from hosts.models import EnrollSecret, Team
 from tests.agent import Agent
@@ -15,6 +16,8 @@ def _clean_process_state(settings, tmp_path):
     """Each test starts with an empty cache and seen buffer, and logs into its own directory."""
     cache.clear()
     seen.flush_discard()
+    get_store.cache_clear()
+    get_store().forget_local_state()
     settings.OSQUERY = {
         **settings.OSQUERY,
         "RESULT_LOG_FILE": str(tmp_path / "osquery_result.log"),

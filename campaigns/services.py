@@ -1,0 +1,405 @@
+"""Starting, answering, stopping and sweeping live-query campaigns.
+
+Every surface (REST, console, WebSocket, ``manage.py live_query``) and the agent API go through
+these functions, so the rules live in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, IntegrityError
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from campaigns import stream
+from campaigns.models import ACTIVE_STATUSES, Campaign, CampaignResult, CampaignStatus, ResultState
+from campaigns.store import get_store
+from hosts import seen
+from hosts.choices import HostStatus, Role
+from hosts.labels import resolve_label_hosts
+from hosts.models import Host, Team
+from hosts.permissions import has_any_role, visible_team_ids
+from hosts.status import status_of
+from queries.sql import validate_sql
+
+logger = logging.getLogger(__name__)
+
+QUERY_PREFIX = "fleet_distributed_query_"
+# Fleet: admins, maintainers and observers+ may run new (ad hoc) queries.
+RUN_ROLES = frozenset({Role.ADMIN, Role.MAINTAINER, Role.OBSERVER_PLUS})
+MAX_TARGET_ITEMS = 10_000
+
+
+class CampaignError(Exception):
+    """Bad input or a refused action, with a message for the user (a 400 or 403)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Targets:
+    """What an admin asked for: host identifiers, label and team ids or names, or everything."""
+
+    hosts: list[Any] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+    teams: list[Any] = field(default_factory=list)
+    all_hosts: bool = False
+
+    @classmethod
+    def parse(cls, data: Any) -> Targets:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise CampaignError('targets must be an object like {"hosts": [...], "teams": [...]}')
+        unknown = set(data) - {"hosts", "labels", "teams", "all"}
+        if unknown:
+            raise CampaignError(f"unknown target kind(s): {', '.join(sorted(unknown))}")
+        parsed: dict[str, list[Any]] = {}
+        for kind in ("hosts", "labels", "teams"):
+            items = data.get(kind) or []
+            if not isinstance(items, list) or not all(
+                isinstance(i, (int, str)) and not isinstance(i, bool) for i in items
+            ):
+                raise CampaignError(f"targets.{kind} must be a list of ids or names")
+            if len(items) > MAX_TARGET_ITEMS:
+                raise CampaignError(f"targets.{kind} has more than {MAX_TARGET_ITEMS} items")
+            parsed[kind] = items
+        all_hosts = data.get("all", False)
+        if not isinstance(all_hosts, bool):
+            raise CampaignError("targets.all must be true or false")
+        targets = cls(all_hosts=all_hosts, **parsed)
+        if not (targets.all_hosts or targets.hosts or targets.labels or targets.teams):
+            raise CampaignError("no targets: give hosts, labels, teams or all")
+        return targets
+
+
+def _hosts_visible_to(user: Any):
+    team_ids = visible_team_ids(user, RUN_ROLES)
+    hosts = Host.objects.all()
+    if team_ids is not None:
+        hosts = hosts.filter(team_id__in=team_ids)
+    return hosts
+
+
+def _resolve_hosts(visible, identifiers: list[Any]) -> set[int]:
+    """Hosts by id, hostname, uuid or hardware serial; unknown ones are an error, all at once."""
+    ids = {i for i in identifiers if isinstance(i, int)} | {
+        int(i) for i in identifiers if isinstance(i, str) and i.isdigit()
+    }
+    names = {i.strip() for i in identifiers if isinstance(i, str) and not i.isdigit()}
+    found = visible.filter(
+        Q(id__in=ids) | Q(hostname__in=names) | Q(uuid__in=names) | Q(hardware_serial__in=names)
+    ).values_list("id", "hostname", "uuid", "hardware_serial")
+    host_ids: set[int] = set()
+    matched: set[Any] = set()
+    for host_id, hostname, uuid, serial in found:
+        host_ids.add(host_id)
+        matched.update({host_id, str(host_id), hostname, uuid, serial})
+    missing = [str(i) for i in identifiers if i not in matched and str(i).strip() not in matched]
+    if missing:
+        raise CampaignError(f"unknown host(s): {', '.join(missing[:20])}")
+    return host_ids
+
+
+def _resolve_teams(user: Any, identifiers: list[Any]) -> set[int]:
+    ids = {i for i in identifiers if isinstance(i, int)} | {
+        int(i) for i in identifiers if isinstance(i, str) and i.isdigit()
+    }
+    names = {i for i in identifiers if isinstance(i, str) and not i.isdigit()}
+    teams = Team.objects.filter(Q(id__in=ids) | Q(name__in=names))
+    allowed = visible_team_ids(user, RUN_ROLES)
+    if allowed is not None:
+        teams = teams.filter(id__in=allowed)
+    found = {(team_id, name) for team_id, name in teams.values_list("id", "name")}
+    matched = {t for t, _ in found} | {str(t) for t, _ in found} | {n for _, n in found}
+    missing = [str(i) for i in identifiers if i not in matched]
+    if missing:
+        raise CampaignError(f"unknown team(s): {', '.join(missing[:20])}")
+    return {t for t, _ in found}
+
+
+def _resolve_labels(user: Any, identifiers: list[Any]) -> set[int]:
+    """Label targets (ids or names) resolve to their member hosts; unknown labels are a 400."""
+    try:
+        return resolve_label_hosts(user, identifiers)
+    except LookupError as exc:  # hosts.labels.UnknownLabelsError, "unknown label(s): ..."
+        raise CampaignError(str(exc)) from None
+
+
+def resolve_targets(user: Any, targets: Targets) -> set[int]:
+    """The ids of the hosts the targets cover, limited to the teams the user may query."""
+    visible = _hosts_visible_to(user)
+    host_ids: set[int] = set()
+    if targets.all_hosts:
+        host_ids.update(visible.values_list("id", flat=True))
+    if targets.hosts:
+        host_ids |= _resolve_hosts(visible, targets.hosts)
+    if targets.teams:
+        team_ids = _resolve_teams(user, targets.teams)
+        host_ids.update(visible.filter(team_id__in=team_ids).values_list("id", flat=True))
+    if targets.labels:
+        label_hosts = _resolve_labels(user, targets.labels)
+        host_ids.update(visible.filter(id__in=label_hosts).values_list("id", flat=True))
+    return host_ids
+
+
+@dataclass
+class TargetCounts:
+    targeted: int
+    online: int
+    offline: int
+    missing: int
+    offline_ids: list[int]
+
+
+def count_targets(host_ids: Iterable[int]) -> TargetCounts:
+    """Online/offline/missing as of now, in one query (missing hosts count as offline too)."""
+    seen.flush()  # this process's buffered check-ins count
+    ids = sorted(host_ids)
+    now = timezone.now()
+    online = missing = 0
+    offline_ids: list[int] = []
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        rows = Host.objects.filter(id__in=chunk).values_list("id", "seen__seen_time", "seen__offline_after")
+        for host_id, seen_time, offline_after in rows:
+            status = status_of(seen_time, offline_after, now)
+            if status == HostStatus.ONLINE:
+                online += 1
+            else:
+                offline_ids.append(host_id)
+                missing += status == HostStatus.MISSING
+    return TargetCounts(len(ids), online, len(offline_ids), missing, offline_ids)
+
+
+def check_may_run(user: Any) -> None:
+    if not (user and user.is_authenticated and user.is_active):
+        raise CampaignError("authentication required", status=401)
+    if not (user.is_superuser or has_any_role(user, RUN_ROLES)):
+        raise CampaignError("your role may not run live queries", status=403)
+
+
+def create_campaign(user: Any, sql: Any, targets: Targets | dict | None, query_name: str = "") -> Campaign:
+    """Validate, resolve the targets once, record the campaign and hand it to the store."""
+    check_may_run(user)
+    try:
+        sql = validate_sql(sql)
+    except ValidationError as exc:
+        raise CampaignError(" ".join(exc.messages)) from None
+    if not isinstance(targets, Targets):
+        targets = Targets.parse(targets)
+    host_ids = resolve_targets(user, targets)
+    if not host_ids:
+        raise CampaignError("no hosts targeted")
+    from campaigns.tasks import run_upkeep_if_due  # tasks import this module
+
+    run_upkeep_if_due()  # embedded default (no Celery beat): expire and sweep, at most once a minute
+    counts = count_targets(host_ids)
+    campaign = Campaign.objects.create(
+        sql=sql,
+        query_name=query_name,
+        created_by=user,
+        target_hosts=targets.hosts,
+        target_labels=targets.labels,
+        target_teams=targets.teams,
+        target_all=targets.all_hosts,
+        host_ids=sorted(host_ids),
+        offline_host_ids=counts.offline_ids,
+        targeted_count=counts.targeted,
+        online_count=counts.online,
+        offline_count=counts.offline,
+        missing_count=counts.missing,
+    )
+    try:
+        get_store().start(campaign.id, sql, host_ids)
+    except Exception as exc:
+        Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.STOPPED, ended_at=timezone.now())
+        logger.error("live-query store unavailable: %s", exc)
+        raise CampaignError("the live-query store is unavailable; try again", status=503) from None
+    return campaign
+
+
+def _end(campaign_id: int, status: str) -> bool:
+    """Move an active campaign to a final status; True if this call did it."""
+    changed = Campaign.objects.filter(pk=campaign_id, status__in=ACTIVE_STATUSES).update(
+        status=status, ended_at=timezone.now()
+    )
+    get_store().stop(campaign_id)
+    if changed:
+        stream.publish(campaign_id, {"type": "campaign.ended", "status": status})
+    return bool(changed)
+
+
+def stop_campaign(campaign: Campaign) -> bool:
+    return _end(campaign.id, CampaignStatus.STOPPED)
+
+
+def record_answer(
+    campaign_id: int, host_id: int, hostname: str, rows: list[dict], status: int, error: str
+) -> CampaignResult | None:
+    """Keep one host's answer (called from ``distributed/write``); ``None`` if not expected."""
+    store = get_store()
+    completion = store.complete_host(campaign_id, host_id)
+    if completion is None:
+        return None  # late, repeated, or for a campaign that ended: accepted and ignored
+    if status != 0:
+        state, kept = ResultState.FAILED, []
+    else:
+        state = ResultState.ROWS if rows else ResultState.NO_ROWS
+        granted = store.reserve_rows(campaign_id, len(rows), settings.LIVE_QUERY["MAX_ROWS"]) if rows else 0
+        kept = rows[:granted]
+    try:
+        result = CampaignResult.objects.create(
+            campaign_id=campaign_id,
+            host_id=host_id,
+            hostname=hostname,
+            state=state,
+            rows=kept,
+            row_count=len(rows),
+            error=error if status != 0 else "",
+        )
+    except IntegrityError:
+        return None  # the same answer arrived through another process
+    if len(kept) < len(rows):
+        Campaign.objects.filter(pk=campaign_id, truncated=False).update(truncated=True)
+    if completion.answered == 1:
+        Campaign.objects.filter(pk=campaign_id, status=CampaignStatus.WAITING).update(
+            status=CampaignStatus.RUNNING
+        )
+    stream.publish(campaign_id, {"type": "campaign.result", "result": result_message(result)})
+    if completion.remaining <= 0:
+        _end(campaign_id, CampaignStatus.FINISHED)
+    return result
+
+
+def result_message(result: CampaignResult) -> dict[str, Any]:
+    """The ``result`` payload watchers receive (Fleet's shape plus the state)."""
+    return {
+        "id": result.id,
+        "host_id": result.host_id,
+        "hostname": result.hostname,
+        "state": result.state,
+        "rows": result.rows,
+        "row_count": result.row_count,
+        "error": result.error or None,
+    }
+
+
+def breakdown(campaign: Campaign) -> dict[str, int]:
+    """Per-host counts: with rows, no rows, failed, pending (online, unanswered), offline."""
+    by_state = dict(
+        CampaignResult.objects.filter(campaign=campaign)
+        .values_list("state")
+        .annotate(n=Count("id"))
+        .values_list("state", "n")
+    )
+    # Intersect in Python: an IN list of every offline host would break SQLite's variable limit.
+    answered_offline = (
+        len(
+            set(campaign.offline_host_ids)
+            & set(CampaignResult.objects.filter(campaign=campaign).values_list("host_id", flat=True))
+        )
+        if campaign.offline_host_ids
+        else 0
+    )
+    return breakdown_counts(campaign, by_state, answered_offline)
+
+
+def breakdown_counts(campaign: Campaign, by_state: dict[str, int], answered_offline: int) -> dict[str, int]:
+    """The breakdown from answers per state and how many hosts offline at the start answered."""
+    answered = sum(by_state.values())
+    offline = campaign.offline_count - answered_offline
+    return {
+        "rows": by_state.get(ResultState.ROWS, 0),
+        "no_rows": by_state.get(ResultState.NO_ROWS, 0),
+        "failed": by_state.get(ResultState.FAILED, 0),
+        "pending": max(0, campaign.targeted_count - answered - offline),
+        "offline": offline,
+    }
+
+
+def status_summary(campaign: Campaign, counts: dict[str, int] | None = None) -> dict[str, Any]:
+    """The ``status`` message: expected (online at start) vs actual answers, and the breakdown."""
+    counts = counts or breakdown(campaign)
+    actual = counts["rows"] + counts["no_rows"] + counts["failed"]
+    # Every host online at the start answered (not merely as many answers: hosts offline at the
+    # start may answer first and must not end the wait for the online ones).
+    finished = not campaign.is_active or counts["pending"] == 0
+    return {
+        "expected_results": campaign.online_count,
+        "actual_results": actual,
+        "status": "finished" if finished else "pending",
+        "campaign_status": campaign.status,
+        **counts,
+    }
+
+
+def totals(campaign: Campaign) -> dict[str, int]:
+    """The ``totals`` message, with Fleet's names alongside ours."""
+    return {
+        "targeted": campaign.targeted_count,
+        "online": campaign.online_count,
+        "offline": campaign.offline_count,
+        "missing": campaign.missing_count,
+        "count": campaign.targeted_count,
+        "missing_in_action": campaign.missing_count,
+    }
+
+
+def may_watch(user: Any, campaign: Campaign) -> bool:
+    """The creator and admins (superusers and global admins) may watch and stop a campaign."""
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    if user.is_superuser or campaign.created_by_id == user.id:
+        return True
+    return visible_team_ids(user, {Role.ADMIN}) is None
+
+
+# --- background upkeep (Celery tasks call these) ---------------------------------------------------
+def expire_campaigns(now=None) -> int:
+    """End campaigns running past ``LIVE_QUERY["MAX_DURATION"]``."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.LIVE_QUERY["MAX_DURATION"])
+    ids = list(
+        Campaign.objects.filter(status__in=ACTIVE_STATUSES, created_at__lt=cutoff).values_list(
+            "id", flat=True
+        )
+    )
+    return sum(_end(campaign_id, CampaignStatus.EXPIRED) for campaign_id in ids)
+
+
+def sweep_store() -> int:
+    """Remove from the store campaigns that ended (or vanished) in the database."""
+    store = get_store()
+    active = store.active_ids()
+    if not active:
+        return 0
+    still = set(
+        Campaign.objects.filter(pk__in=active, status__in=ACTIVE_STATUSES).values_list("id", flat=True)
+    )
+    for campaign_id in active - still:
+        store.stop(campaign_id)
+    return len(active - still)
+
+
+def delete_expired_results(now=None) -> int:
+    """Delete ended campaigns (and their results) older than the retention period."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.LIVE_QUERY["RETENTION_DAYS"])
+    try:
+        deleted, _ = (
+            Campaign.objects.filter(created_at__lt=cutoff).exclude(status__in=ACTIVE_STATUSES).delete()
+        )
+    except DatabaseError:
+        logger.warning("could not delete old campaigns", exc_info=True)
+        return 0
+    return deleted
