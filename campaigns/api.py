@@ -73,15 +73,6 @@ def sees_all_campaigns(user: Any) -> bool:
     return bool(user.is_superuser or visible_team_ids(user, {Role.ADMIN}) is None)
 
 
-def saved_query(user: Any, query_id: int) -> tuple[str, str]:
-    """The SQL and name of a saved query the user may run.
-
-    Saved queries arrive with issue 4; until then no id is known, so the request is refused with
-    a clear 400 instead of the field being silently ignored. Wire the lookup in here.
-    """
-    raise CampaignAPIError(f"unknown query: {query_id}")
-
-
 class HasFleetRole(BasePermission):
     """Users with no role at all get 403, not an empty list (the rule of ``hosts.permissions``)."""
 
@@ -297,15 +288,16 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         serializer = serializer_class(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        sql, query_name = data.get("sql"), ""
-        if data.get("query_id") is not None:
-            if sql:
-                raise CampaignAPIError("give either sql or query_id, not both")
-            sql, query_name = saved_query(request.user, data["query_id"])
-        elif sql is None:
+        sql, query_id = data.get("sql"), data.get("query_id")
+        if query_id is not None and sql:
+            raise CampaignAPIError("give either sql or query_id, not both")
+        if query_id is None and sql is None:
             raise CampaignAPIError("sql (or query_id) is required")
         try:
-            campaign = services.create_campaign(request.user, sql, data.get("targets"), query_name=query_name)
+            if query_id is not None:
+                campaign = services.create_campaign_for_query(request.user, query_id, data.get("targets"))
+            else:
+                campaign = services.create_campaign(request.user, sql, data.get("targets"))
         except services.CampaignError as exc:
             raise CampaignAPIError(str(exc), exc.status) from None
         return campaign, data

@@ -25,8 +25,9 @@ from hosts import seen
 from hosts.choices import HostStatus, Role
 from hosts.labels import resolve_label_hosts
 from hosts.models import Host, Team
-from hosts.permissions import has_any_role, visible_team_ids
+from hosts.permissions import ALL_ROLES, has_any_role, visible_team_ids
 from hosts.status import status_of
+from queries.models import Query
 from queries.sql import validate_sql
 
 logger = logging.getLogger(__name__)
@@ -82,8 +83,8 @@ class Targets:
         return targets
 
 
-def _hosts_visible_to(user: Any):
-    team_ids = visible_team_ids(user, RUN_ROLES)
+def _hosts_visible_to(user: Any, roles: frozenset[str] = RUN_ROLES):
+    team_ids = visible_team_ids(user, roles)
     hosts = Host.objects.all()
     if team_ids is not None:
         hosts = hosts.filter(team_id__in=team_ids)
@@ -110,13 +111,13 @@ def _resolve_hosts(visible, identifiers: list[Any]) -> set[int]:
     return host_ids
 
 
-def _resolve_teams(user: Any, identifiers: list[Any]) -> set[int]:
+def _resolve_teams(user: Any, identifiers: list[Any], roles: frozenset[str] = RUN_ROLES) -> set[int]:
     ids = {i for i in identifiers if isinstance(i, int)} | {
         int(i) for i in identifiers if isinstance(i, str) and i.isdigit()
     }
     names = {i for i in identifiers if isinstance(i, str) and not i.isdigit()}
     teams = Team.objects.filter(Q(id__in=ids) | Q(name__in=names))
-    allowed = visible_team_ids(user, RUN_ROLES)
+    allowed = visible_team_ids(user, roles)
     if allowed is not None:
         teams = teams.filter(id__in=allowed)
     found = {(team_id, name) for team_id, name in teams.values_list("id", "name")}
@@ -135,16 +136,16 @@ def _resolve_labels(user: Any, identifiers: list[Any]) -> set[int]:
         raise CampaignError(str(exc)) from None
 
 
-def resolve_targets(user: Any, targets: Targets) -> set[int]:
+def resolve_targets(user: Any, targets: Targets, roles: frozenset[str] = RUN_ROLES) -> set[int]:
     """The ids of the hosts the targets cover, limited to the teams the user may query."""
-    visible = _hosts_visible_to(user)
+    visible = _hosts_visible_to(user, roles)
     host_ids: set[int] = set()
     if targets.all_hosts:
         host_ids.update(visible.values_list("id", flat=True))
     if targets.hosts:
         host_ids |= _resolve_hosts(visible, targets.hosts)
     if targets.teams:
-        team_ids = _resolve_teams(user, targets.teams)
+        team_ids = _resolve_teams(user, targets.teams, roles)
         host_ids.update(visible.filter(team_id__in=team_ids).values_list("id", flat=True))
     if targets.labels:
         label_hosts = _resolve_labels(user, targets.labels)
@@ -181,23 +182,53 @@ def count_targets(host_ids: Iterable[int]) -> TargetCounts:
     return TargetCounts(len(ids), online, len(offline_ids), missing, offline_ids)
 
 
-def check_may_run(user: Any) -> None:
+def check_may_run(user: Any, roles: frozenset[str] = RUN_ROLES) -> None:
     if not (user and user.is_authenticated and user.is_active):
         raise CampaignError("authentication required", status=401)
-    if not (user.is_superuser or has_any_role(user, RUN_ROLES)):
+    if not (user.is_superuser or has_any_role(user, roles)):
         raise CampaignError("your role may not run live queries", status=403)
 
 
-def create_campaign(user: Any, sql: Any, targets: Targets | dict | None, query_name: str = "") -> Campaign:
-    """Validate, resolve the targets once, record the campaign and hand it to the store."""
-    check_may_run(user)
+def saved_query_for(user: Any, query_id: Any) -> Query:
+    """A saved query the user may see (global, or of one of their teams); unknown ones are a 400."""
+    if isinstance(query_id, bool) or not isinstance(query_id, int):
+        raise CampaignError("query_id must be an integer")
+    query = Query.objects.filter(pk=query_id).first()
+    team_ids = visible_team_ids(user, ALL_ROLES)
+    if query is None or (
+        query.team_id is not None and team_ids is not None and query.team_id not in team_ids
+    ):
+        raise CampaignError(f"unknown query: {query_id}")
+    return query
+
+
+def create_campaign_for_query(user: Any, query_id: Any, targets: Targets | dict | None) -> Campaign:
+    """Run a saved query live. Observers may too when it allows them (Fleet's observer_can_run)."""
+    query = saved_query_for(user, query_id)
+    roles = RUN_ROLES | {Role.OBSERVER} if query.observer_can_run else RUN_ROLES
+    return create_campaign(user, query.query, targets, query_name=query.name, roles=frozenset(roles))
+
+
+def create_campaign(
+    user: Any,
+    sql: Any,
+    targets: Targets | dict | None,
+    query_name: str = "",
+    roles: frozenset[str] = RUN_ROLES,
+) -> Campaign:
+    """Validate, resolve the targets once, record the campaign and hand it to the store.
+
+    ``roles`` are the roles that may run it, and on which teams' hosts (``RUN_ROLES`` for SQL
+    typed by the user; observers too for saved queries marked ``observer_can_run``).
+    """
+    check_may_run(user, roles)
     try:
         sql = validate_sql(sql)
     except ValidationError as exc:
         raise CampaignError(" ".join(exc.messages)) from None
     if not isinstance(targets, Targets):
         targets = Targets.parse(targets)
-    host_ids = resolve_targets(user, targets)
+    host_ids = resolve_targets(user, targets, roles)
     if not host_ids:
         raise CampaignError("no hosts targeted")
     from campaigns.tasks import run_upkeep_if_due  # tasks import this module

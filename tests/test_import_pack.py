@@ -1,7 +1,7 @@
-"""``manage.py import_pack``: osquery's own packs (``../shared/data/osquery-packs/*.conf``).
+"""``manage.py import_pack``: osquery's own packs (``tests/data/osquery-packs/*.conf``, copied from osquery).
 
 Expected values come from reading each file here with ``json`` (after joining the backslash
-continued lines of ``osx-attacks.conf``, as ``shared/data/README.md`` describes).
+continued lines of ``osx-attacks.conf``, as ``tests/data/README.md`` describes).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from queries.models import Query
 
 pytestmark = pytest.mark.django_db
 
-PACKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "osquery-packs"
+PACKS = Path(__file__).resolve().parent / "data" / "osquery-packs"
 ALL = sorted(PACKS.glob("*.conf"))
 # osquery matches "gentoo" against no platform, so the query would never run: reported, not imported.
 NOT_IMPORTABLE = {("it-compliance", "portage_packages")}

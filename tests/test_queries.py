@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from django.core.exceptions import ValidationError
@@ -10,7 +12,7 @@ from queries import schema, services
 from queries.models import Query
 from queries.schema import get_schema, table_warnings, tables_in
 
-SHARED = "/work/shared/data/fleet/"
+SHARED = str(Path(__file__).resolve().parent / "data" / "fleet") + "/"
 
 
 # --- tables named in SQL ------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from rest_framework.test import APIClient
 from campaigns import services
 from campaigns.models import Campaign, CampaignResult, CampaignStatus
 from hosts import seen
-from hosts.models import Host, HostSeenTime
+from hosts.models import Host, HostSeenTime, Team
 from tests.agent import Agent
 from tests.factories import api_for, user_with_role
 
@@ -720,3 +720,48 @@ def test_schema_documents_the_campaign_endpoints(admin_api):
     params = {p["name"] for p in schema["paths"]["/api/v1/campaigns/{id}/results/"]["get"]["parameters"]}
     assert {"host_id", "state", "format", "limit", "offset"} <= params
     assert "status" in {p["name"] for p in schema["paths"]["/api/v1/campaigns/"]["get"]["parameters"]}
+
+
+# --- saved queries --------------------------------------------------------------------------------
+
+
+def test_a_saved_query_runs_by_id(client, global_secret, admin_api):
+    from queries.models import Query
+
+    enrolled(client, global_secret, ["alpha", "beta"])
+    query = Query.objects.create(name="OS", query="SELECT name FROM os_version")
+    response = admin_api.post(
+        "/api/v1/campaigns/", {"query_id": query.id, "targets": {"all": True}}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    campaign = Campaign.objects.get(pk=response.json()["id"])
+    assert (campaign.sql, campaign.query_name, campaign.targeted_count) == (query.query, "OS", 2)
+
+
+def test_observers_run_only_saved_queries_that_allow_it_on_their_teams(
+    client, team, team_secret, global_secret
+):
+    from queries.models import Query
+
+    mine = Agent(client, identifier="uuid-mine", hostname="mine")
+    mine.enroll(team_secret)
+    enrolled(client, global_secret, ["other"])
+    observer = api_for(user_with_role("obs", "observer", team))
+    allowed = Query.objects.create(name="Allowed", query="SELECT 1", observer_can_run=True)
+    closed = Query.objects.create(name="Closed", query="SELECT 2")
+    body = {"query_id": allowed.id, "targets": {"all": True}}
+    response = observer.post("/api/v1/campaigns/", body, format="json")
+    assert response.status_code == 201
+    assert Campaign.objects.get(pk=response.json()["id"]).host_ids == [host_id(mine)]
+    for refused in (
+        {"query_id": closed.id, "targets": {"all": True}},
+        {"sql": "SELECT 1", "targets": {"all": True}},
+    ):
+        assert observer.post("/api/v1/campaigns/", refused, format="json").status_code == 403
+    # Another team's query is unknown to them.
+    other_team_query = Query.objects.create(
+        name="Theirs", query="SELECT 3", observer_can_run=True, team=Team.objects.create(name="Other")
+    )
+    body = {"query_id": other_team_query.id, "targets": {"all": True}}
+    response = observer.post("/api/v1/campaigns/", body, format="json")
+    assert response.status_code == 400 and "unknown query" in response.json()["message"]

@@ -16,7 +16,7 @@ from tests.factories import api_for, user_with_role
 
 pytestmark = pytest.mark.django_db
 
-FLEET = Path(__file__).resolve().parents[2] / "shared" / "data" / "fleet"
+FLEET = Path(__file__).resolve().parent / "data" / "fleet"
 URL = "/api/v1/spec/"
 SPECS = """
 apiVersion: v1

@@ -1,7 +1,7 @@
 """Configuration as code: ``manage.py apply`` / ``export`` with Fleet's YAML specs.
 
-Every file in ``../shared/data/fleet/`` is applied; the expected counts come from parsing the
-same file here with PyYAML, independently of the importer.
+Every file in ``tests/data/fleet/`` (copies of Fleet's files) is applied; the expected counts
+come from parsing the same file here with PyYAML, independently of the importer.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.factories import make_host
 
 pytestmark = pytest.mark.django_db
 
-FLEET = Path(__file__).resolve().parents[2] / "shared" / "data" / "fleet"
+FLEET = Path(__file__).resolve().parent / "data" / "fleet"
 MULTI = FLEET / "multi-file"
 
 
