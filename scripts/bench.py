@@ -137,6 +137,13 @@ def manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([PY, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT, timeout=300)
 
 
+def tail_of(path: Path, lines: int = 20) -> str:
+    """The last lines of a server's log, for error messages ("" when it has none)."""
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
 def children_of(pid: int) -> list[int]:
     """PIDs whose parent is ``pid`` (gunicorn's workers)."""
     found = []
@@ -255,9 +262,7 @@ class Server:
         return [self.proc.pid, *children_of(self.proc.pid)] if self.proc else []
 
     def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-        return ""
+        return tail_of(self.log_path)
 
     def stop(self) -> None:
         """SIGTERM the master (it stops its workers); SIGKILL whatever is left, by PID."""
@@ -346,9 +351,7 @@ class DjangoHelper:
         return await asyncio.to_thread(self.call, op, **kwargs)
 
     def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-        return ""
+        return tail_of(self.log_path)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
