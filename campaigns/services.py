@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError
 from django.db.models import Count, Q
 from django.utils import timezone
+from redis import RedisError
 
 from campaigns import stream
 from campaigns.models import ACTIVE_STATUSES, Campaign, CampaignResult, CampaignStatus, ResultState
@@ -279,7 +280,11 @@ def record_answer(
 ) -> CampaignResult | None:
     """Keep one host's answer (called from ``distributed/write``); ``None`` if not expected."""
     store = get_store()
-    completion = store.complete_host(campaign_id, host_id)
+    try:
+        completion = store.complete_host(campaign_id, host_id)
+    except RedisError as exc:  # the store is down: the host stays pending and is asked again later
+        logger.warning("live-query store unavailable, answer to campaign %s not kept: %s", campaign_id, exc)
+        return None
     if completion is None:
         return None  # late, repeated, or for a campaign that ended: accepted and ignored
     if status != 0:

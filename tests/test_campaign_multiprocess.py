@@ -375,3 +375,25 @@ def test_checkins_keep_working_when_redis_is_down(db):
     store = RedisStore("redis://127.0.0.1:1/0", ttl=60, active_cache_seconds=0.5)
     assert store.queries_for_host(1) == {}
     assert store.queries_for_host(1) == {}  # served from the empty copy, no new attempt yet
+
+
+def test_a_live_answer_while_the_store_is_down_loses_nothing_else(agent, settings):
+    """The write still succeeds (and its detail results are kept); the answer is asked for again."""
+    from campaigns.store import get_store
+    from hosts.models import Host
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    get_store.cache_clear()
+    try:
+        body = {
+            "queries": {
+                "fleet_distributed_query_1": [{"a": "b"}],
+                "fleet_detail_query_uptime": [{"total_seconds": "4242"}],
+            },
+            "statuses": {"fleet_distributed_query_1": 0, "fleet_detail_query_uptime": 0},
+        }
+        response = agent.authed("distributed/write", body)
+        assert response.status_code == 200 and response.json() == {}
+        assert Host.objects.get(osquery_host_id=agent.identifier).uptime == 4242
+    finally:
+        get_store.cache_clear()
