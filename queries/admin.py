@@ -9,12 +9,14 @@ query is still saved) and on the query's page. Who may change what follows the F
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from hosts.models import Team
@@ -151,7 +153,8 @@ class QueryTeamListFilter(admin.SimpleListFilter):
 class QueryAdmin(admin.ModelAdmin):
     form = QueryForm
     list_display = ["name", "team_display", "platform_display", "interval_display", "logging",
-                    "automations_enabled", "observer_can_run", "author", "updated_at", "report"]  # fmt: skip
+                    "automations_enabled", "observer_can_run", "author", "updated_at", "report",
+                    "live_query"]  # fmt: skip
     list_filter = [QueryTeamListFilter, ScheduledListFilter, "logging", "automations_enabled"]
     search_fields = ["name", "description", "query"]
     search_help_text = "Name, description or SQL (any part)."
@@ -207,6 +210,12 @@ class QueryAdmin(admin.ModelAdmin):
             f"{seconds} s" if seconds else "",
         ]
         return " ".join(p for p in parts if p)
+
+    @admin.display(description="live")
+    def live_query(self, query: Query) -> str:
+        """Opens the live-query page with this SQL, to ask the fleet now."""
+        url = reverse("admin:campaigns_campaign_new") + "?" + urlencode({"sql": query.query})
+        return format_html('<a href="{}">Run live</a>', url)
 
     @admin.display(description="report")
     def report(self, query: Query) -> str:

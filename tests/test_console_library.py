@@ -200,3 +200,15 @@ def test_packs_need_a_global_role_in_the_console(client, team):
     client.force_login(_staff("observer", Role.OBSERVER, None, "pack", "scheduledquery"))
     assert client.get(PACKS).status_code == 200
     assert client.get(f"{PACKS}add/").status_code == 403
+
+
+def test_query_library_links_each_query_to_the_live_query_page(admin_client):
+    from urllib.parse import quote_plus
+
+    from queries.models import Query
+
+    Query.objects.create(name="uptime", query="SELECT * FROM uptime")
+    page = admin_client.get(QUERIES).content.decode()
+    assert f"/admin/campaigns/campaign/new/?sql={quote_plus('SELECT * FROM uptime')}" in page
+    response = admin_client.get(f"/admin/campaigns/campaign/new/?sql={quote_plus('SELECT * FROM uptime')}")
+    assert "SELECT * FROM uptime</textarea>" in response.content.decode()
