@@ -24,7 +24,6 @@ from packs import destinations, logs
 
 logger = logging.getLogger(__name__)
 ACCELERATE_SECONDS = 10  # Fleet's value while a host is new or owes a live query an answer
-ALWAYS_TRUE = "SELECT 1"
 
 
 def _string_map_of_maps(value: Any, field: str) -> dict[str, dict[str, str]]:
@@ -75,7 +74,7 @@ def distributed_read(request: HttpRequest, body: dict[str, Any]) -> dict[str, An
     for campaign_id, sql in live.items():
         name = f"{campaigns.QUERY_PREFIX}{campaign_id}"
         queries[name] = sql
-        discovery[name] = ALWAYS_TRUE  # osquery skips queries without one once discovery is sent
+        discovery[name] = details.ALWAYS_TRUE
     response: dict[str, Any] = {"queries": queries, "discovery": discovery}
     if state.needs_identity or live:
         response["accelerate"] = ACCELERATE_SECONDS

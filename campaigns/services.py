@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from redis import RedisError
 
@@ -24,9 +24,10 @@ from campaigns.models import ACTIVE_STATUSES, Campaign, CampaignResult, Campaign
 from campaigns.store import get_store
 from hosts import seen
 from hosts.choices import HostStatus, Role
+from hosts.identifiers import match_hosts, split_ids_and_names
 from hosts.labels import resolve_label_hosts
 from hosts.models import Host, Team
-from hosts.permissions import ALL_ROLES, has_any_role, visible_team_ids
+from hosts.permissions import ALL_ROLES, has_any_role, scope_queryset, visible_team_ids
 from hosts.status import status_of
 from queries.models import Query
 from queries.sql import validate_sql
@@ -84,46 +85,23 @@ class Targets:
         return targets
 
 
-def _hosts_visible_to(user: Any, roles: frozenset[str] = RUN_ROLES):
-    team_ids = visible_team_ids(user, roles)
-    hosts = Host.objects.all()
-    if team_ids is not None:
-        hosts = hosts.filter(team_id__in=team_ids)
-    return hosts
-
-
-def _resolve_hosts(visible, identifiers: list[Any]) -> set[int]:
+def _resolve_hosts(visible: QuerySet[Host], identifiers: list[Any]) -> set[int]:
     """Hosts by id, hostname, uuid or hardware serial; unknown ones are an error, all at once."""
-    ids = {i for i in identifiers if isinstance(i, int)} | {
-        int(i) for i in identifiers if isinstance(i, str) and i.isdigit()
-    }
-    names = {i.strip() for i in identifiers if isinstance(i, str) and not i.isdigit()}
-    found = visible.filter(
-        Q(id__in=ids) | Q(hostname__in=names) | Q(uuid__in=names) | Q(hardware_serial__in=names)
-    ).values_list("id", "hostname", "uuid", "hardware_serial")
-    host_ids: set[int] = set()
-    matched: set[Any] = set()
-    for host_id, hostname, uuid, serial in found:
-        host_ids.add(host_id)
-        matched.update({host_id, str(host_id), hostname, uuid, serial})
-    missing = [str(i) for i in identifiers if i not in matched and str(i).strip() not in matched]
+    host_ids, missing = match_hosts(identifiers, visible)
     if missing:
         raise CampaignError(f"unknown host(s): {', '.join(missing[:20])}")
     return host_ids
 
 
 def _resolve_teams(user: Any, identifiers: list[Any], roles: frozenset[str] = RUN_ROLES) -> set[int]:
-    ids = {i for i in identifiers if isinstance(i, int)} | {
-        int(i) for i in identifiers if isinstance(i, str) and i.isdigit()
-    }
-    names = {i for i in identifiers if isinstance(i, str) and not i.isdigit()}
+    ids, names = split_ids_and_names(identifiers)
     teams = Team.objects.filter(Q(id__in=ids) | Q(name__in=names))
     allowed = visible_team_ids(user, roles)
     if allowed is not None:
         teams = teams.filter(id__in=allowed)
     found = {(team_id, name) for team_id, name in teams.values_list("id", "name")}
     matched = {t for t, _ in found} | {str(t) for t, _ in found} | {n for _, n in found}
-    missing = [str(i) for i in identifiers if i not in matched]
+    missing = [str(i) for i in identifiers if i not in matched and str(i).strip() not in matched]
     if missing:
         raise CampaignError(f"unknown team(s): {', '.join(missing[:20])}")
     return {t for t, _ in found}
@@ -139,7 +117,7 @@ def _resolve_labels(user: Any, identifiers: list[Any]) -> set[int]:
 
 def resolve_targets(user: Any, targets: Targets, roles: frozenset[str] = RUN_ROLES) -> set[int]:
     """The ids of the hosts the targets cover, limited to the teams the user may query."""
-    visible = _hosts_visible_to(user, roles)
+    visible = scope_queryset(Host.objects.all(), user, roles)
     host_ids: set[int] = set()
     if targets.all_hosts:
         host_ids.update(visible.values_list("id", flat=True))

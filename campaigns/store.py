@@ -76,41 +76,23 @@ class _MemoryCampaign:
     pending: set[int]
     answered: int = 0
     rows: int = 0
-    extra: dict = field(default_factory=dict)
     since: float = field(default_factory=time.monotonic)
 
 
 class MemoryStore(LiveQueryStore):
     """In-process store for the embedded default, where one process serves every agent.
 
-    It is rebuilt from the database (running campaigns minus the hosts that answered) the first
-    time it is used, so a restart of ``make run`` does not lose the campaigns that were running.
-    Campaigns started or ended by another process (``manage.py live_query``, a shell) are
-    followed through the database too, at most once per ``ACTIVE_CACHE_SECONDS`` (``_sync``).
+    It follows the database (running campaigns minus the hosts that answered) at most once per
+    ``ACTIVE_CACHE_SECONDS`` (``_sync``): so a restart of ``make run`` does not lose the campaigns
+    that were running, and campaigns started or ended by another process (``manage.py
+    live_query``, a shell) reach the agents.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._campaigns: dict[int, _MemoryCampaign] = {}
-        self._loaded = False
         self._synced_until = 0.0
         self._stopped: set[int] = set()  # stopped here; not to be re-read from a stale query
-
-    def _ensure_loaded(self) -> None:
-        if self._loaded:
-            return
-        from campaigns.models import ACTIVE_STATUSES, Campaign, CampaignResult
-
-        loaded: dict[int, _MemoryCampaign] = {}
-        for campaign in Campaign.objects.filter(status__in=ACTIVE_STATUSES).only("id", "sql", "host_ids"):
-            answered = set(CampaignResult.objects.filter(campaign=campaign).values_list("host_id", flat=True))
-            loaded[campaign.id] = _MemoryCampaign(
-                campaign.sql, set(campaign.host_ids) - answered, answered=len(answered)
-            )
-        with self._lock:
-            if not self._loaded:
-                self._campaigns.update(loaded)
-                self._loaded = True
 
     def _sync(self) -> None:
         """Follow campaigns that other processes started or ended, through the database.
@@ -119,7 +101,6 @@ class MemoryStore(LiveQueryStore):
         check-in stays free of database work in between. Campaigns this process started after the
         query began, or stopped meanwhile, are left as they are here.
         """
-        self._ensure_loaded()
         now = time.monotonic()
         with self._lock:
             if now < self._synced_until:
@@ -151,7 +132,7 @@ class MemoryStore(LiveQueryStore):
             self._stopped &= active
 
     def start(self, campaign_id: int, sql: str, host_ids: Iterable[int]) -> None:
-        self._ensure_loaded()
+        self._sync()
         with self._lock:
             self._campaigns[campaign_id] = _MemoryCampaign(sql, set(host_ids))
             self._stopped.discard(campaign_id)
@@ -185,13 +166,12 @@ class MemoryStore(LiveQueryStore):
             self._stopped.add(campaign_id)
 
     def active_ids(self) -> set[int]:
-        self._ensure_loaded()
+        self._sync()
         return set(self._campaigns)
 
     def forget_local_state(self) -> None:
         with self._lock:
             self._campaigns.clear()
-            self._loaded = False
             self._synced_until = 0.0
             self._stopped.clear()
 

@@ -18,6 +18,9 @@ from hosts.models import Host
 logger = logging.getLogger(__name__)
 
 DETAIL_PREFIX = "fleet_detail_query_"
+# The discovery entry of a query that must always run: once ``discovery`` is in a
+# distributed/read answer, osquery skips every query that has none (Fleet sends one for each).
+ALWAYS_TRUE = "SELECT 1"
 Rows = list[dict[str, str]]
 Ingest = Callable[[Host, Rows], list[str]]
 
@@ -28,7 +31,7 @@ class DetailQuery:
     sql: str
     platforms: frozenset[str] | None  # platform families (darwin, linux, windows); None means all
     ingest: Ingest
-    discovery: str = "SELECT 1"
+    discovery: str = ALWAYS_TRUE
 
 
 def platform_family(platform: str, platform_like: str = "") -> str:

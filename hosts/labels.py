@@ -35,7 +35,8 @@ from django.utils import timezone
 
 from hosts import nodekeys
 from hosts.choices import LINUX_PLATFORMS
-from hosts.details import platform_family
+from hosts.details import ALWAYS_TRUE, platform_family
+from hosts.identifiers import match_hosts, split_ids_and_names
 from hosts.labels_builtin import RESERVED_NAMES, Vitals, builtin_names_for, install
 from hosts.models import Host, Label, LabelMembership, LabelMembershipType, LabelType
 from queries.sql import validate_sql
@@ -43,7 +44,6 @@ from queries.sql import validate_sql
 logger = logging.getLogger(__name__)
 
 LABEL_PREFIX = "fleet_label_query_"
-ALWAYS_TRUE = "SELECT 1"
 PLATFORMS = frozenset({"darwin", "windows", "linux", "chrome", "freebsd", *LINUX_PLATFORMS})
 MAX_MANUAL_HOSTS = 100_000
 _DYNAMIC_KEY = "labels:dynamic:1"
@@ -122,7 +122,7 @@ def add_due_queries(state: nodekeys.HostState, queries: dict[str, str], discover
     if labels_due(state):
         for name, sql in queries_for(state).items():
             queries[name] = sql
-            discovery[name] = ALWAYS_TRUE  # once discovery is sent, osquery skips queries without one
+            discovery[name] = ALWAYS_TRUE
 
 
 # --- answers from distributed/write ------------------------------------------------------------
@@ -278,19 +278,6 @@ def _forget_members(label: Label) -> None:
     )
 
 
-def _id_or_name(identifiers: Iterable[Any]) -> tuple[set[int], set[str]]:
-    ids: set[int] = set()
-    names: set[str] = set()
-    for item in identifiers:
-        if isinstance(item, int) and not isinstance(item, bool):
-            ids.add(item)
-        elif isinstance(item, str) and item.strip().isdigit() and item.strip().isascii():
-            ids.add(int(item.strip()))
-        elif isinstance(item, str) and item.strip():
-            names.add(item.strip())
-    return ids, names
-
-
 def resolve_host_identifiers(identifiers: Sequence[Any]) -> set[int]:
     """Hosts by id, hostname, uuid or hardware serial; unknown ones are one ``ValidationError``.
 
@@ -303,23 +290,7 @@ def resolve_host_identifiers(identifiers: Sequence[Any]) -> set[int]:
         raise ValidationError(
             {"hosts": f"Hosts are ids, hostnames, UUIDs or serials, not {', '.join(bad[:5])}."}
         )
-    ids, names = _id_or_name(identifiers)
-    host_ids: set[int] = set()
-    matched: set[str] = set()
-    id_list, name_list = sorted(ids), sorted(names)
-    for start in range(0, max(len(id_list), len(name_list)), _CHUNK):
-        some_ids, some_names = id_list[start : start + _CHUNK], name_list[start : start + _CHUNK]
-        found = Host.objects.filter(
-            Q(id__in=some_ids)
-            | Q(hostname__in=some_names)
-            | Q(uuid__in=some_names)
-            | Q(hardware_serial__in=some_names)
-        ).values_list("id", "hostname", "uuid", "hardware_serial")
-        for host_id, hostname, uuid, serial in found:
-            if host_id in ids or names & {hostname, uuid, serial}:
-                host_ids.add(host_id)
-                matched.update({str(host_id), hostname, uuid, serial})
-    missing = [str(i).strip() for i in identifiers if str(i).strip() not in matched]
+    host_ids, missing = match_hosts(identifiers)
     if missing:
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         raise ValidationError({"hosts": f"Unknown host(s): {', '.join(missing[:20])}{more}."})
@@ -477,7 +448,7 @@ def delete_label(label: Label) -> None:
 
 def find_labels(identifiers: Sequence[Any]) -> list[Label]:
     """Labels by id or name; unknown ones raise ``UnknownLabelsError`` listing them all."""
-    ids, names = _id_or_name(identifiers)
+    ids, names = split_ids_and_names(identifiers)
     found = list(Label.objects.filter(Q(id__in=ids) | Q(name__in=names)))
     matched = {str(label.pk) for label in found} | {label.name for label in found}
     missing = [str(i).strip() for i in identifiers if str(i).strip() not in matched]
