@@ -16,7 +16,7 @@ from agentapi.endpoint import agent_endpoint, authenticate
 from agentapi.wire import AgentError, client_ip
 from campaigns import services as campaigns
 from campaigns.store import get_store
-from hosts import details, labels, seen
+from hosts import details, intervals, labels, seen
 from hosts.enrollment import EnrollmentError, enroll_osquery
 from hosts.ingest import ingest_details
 from packs import config as osquery_config
@@ -56,7 +56,9 @@ def enroll(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
 def config(request: HttpRequest, body: dict[str, Any]) -> HttpResponse:
     state = authenticate(request, body)
     seen.mark_seen(state.id, state.online_interval)
-    return HttpResponse(osquery_config.render_for(state), content_type="application/json")
+    rendered = osquery_config.rendered_for(state)
+    intervals.record_served(state, rendered.intervals)  # Fleet keeps the intervals it serves
+    return HttpResponse(rendered.body, content_type="application/json")
 
 
 @agent_endpoint("MAX_REQUEST_SIZE")

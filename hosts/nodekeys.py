@@ -22,7 +22,7 @@ from hosts.models import Host, LabelMembership
 from hosts.status import online_interval
 
 NODE_KEY_BYTES = 24  # Fleet's osquery.node_key_size
-_CACHE_PREFIX = "nk3:"  # bump when HostState changes shape, so old pickles are not read
+_CACHE_PREFIX = "nk4:"  # bump when HostState changes shape, so old pickles are not read
 
 
 def new_node_key() -> str:
@@ -49,6 +49,10 @@ class HostState:
     online_interval: int
     label_ids: tuple[int, ...] = ()  # sorted ids of the labels the host is in (the config depends on it)
     labels_due_at: float = 0.0  # unix time when label queries are next due
+    # (distributed_interval, config_tls_refresh, logger_tls_period) as stored: a config fetch
+    # compares the served ones with these, and writes only when they differ (hosts.intervals).
+    intervals: tuple[int, int, int] = (0, 0, 0)
+    node_key_hash: str = ""  # where this state is cached, so a writer holding it can refresh it
 
 
 _STATE_FIELDS = (
@@ -62,6 +66,7 @@ _STATE_FIELDS = (
     "refetch_requested",
     "distributed_interval",
     "config_tls_refresh",
+    "logger_tls_period",
     "node_key_hash",
 )
 
@@ -99,6 +104,8 @@ def state_of(host: Host, label_ids: Iterable[int] | None = None) -> HostState:
         labels_due_at=host.label_updated_at.timestamp()
         + label_interval
         + detail_jitter(host.id, label_interval),
+        intervals=(host.distributed_interval, host.config_tls_refresh, host.logger_tls_period),
+        node_key_hash=host.node_key_hash or "",
     )
 
 
@@ -126,9 +133,13 @@ def lookup(node_key: str) -> HostState | None:
 
 def remember(host: Host) -> HostState:
     """Store the host's fresh state in the cache (after a write changed it) and return it."""
-    state = state_of(host)
-    if host.node_key_hash:
-        cache.set(_CACHE_PREFIX + host.node_key_hash, state, _ttl())
+    return store(state_of(host))
+
+
+def store(state: HostState) -> HostState:
+    """Cache a state built without reading the host (e.g. ``dataclasses.replace`` after a write)."""
+    if state.node_key_hash:
+        cache.set(_CACHE_PREFIX + state.node_key_hash, state, _ttl())
     return state
 
 

@@ -17,10 +17,12 @@ own shard hashes the hostname, which changes with renames; here a host is in a q
 when a stable hash of its id, mod 100, is below the shard percentage, so it is always in or
 always out.
 
-Cost: a config request does no database work with a warm cache. Configs are rendered once per
-distinct input and cached as ready JSON bytes under a key made of the team, the platform family,
-the host's labels that some pack targets, the host id only when a pack targets the host
-directly, and the host's shard class (where its hash falls among the shard percentages in use).
+Cost: a config request does no database work with a warm cache (one UPDATE when the intervals
+served differ from the host's, see ``hosts.intervals``). Configs are rendered once per
+distinct input and cached as ready JSON bytes (beside the intervals its options set) under a
+key made of the team, the platform family, the host's labels that some pack targets, the host id
+only when a pack targets the host directly, and the host's shard class (where its hash falls
+among the shard percentages in use).
 All keys carry a *generation*: :func:`invalidate` replaces it, so nothing is ever enumerated or
 deleted, and a render that raced a write is stored under a generation nobody reads any more.
 Renders read one in-process *catalog* of every input, built per generation with a fixed number of
@@ -36,13 +38,14 @@ import logging
 import secrets
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.cache import cache
 from django.db.models import Q
 
 from hosts.agent_options import default_agent_options, effective_config
 from hosts.details import platform_family
+from hosts.intervals import Served, served_by
 from hosts.models import FleetSettings, Team
 from hosts.nodekeys import HostState
 from packs.models import Pack, ScheduledQuery
@@ -338,19 +341,33 @@ def build(cat: Catalog, inputs: Inputs) -> dict[str, Any]:
     return config
 
 
-def render_for(state: HostState) -> bytes:
-    """The config JSON for a host, from the cache when any host with the same inputs asked before."""
+class Rendered(NamedTuple):
+    """A rendered config: the JSON sent, and the intervals its options set (read once, here)."""
+
+    body: bytes
+    intervals: Served
+
+
+def rendered_for(state: HostState) -> Rendered:
+    """The config for a host, from the cache when any host with the same inputs asked before."""
     gen = generation()
     inputs = inputs_for(state, meta(gen))
     key = inputs.key(gen)
-    body = cache.get(key)
-    if body is None:
-        body = json.dumps(build(catalog(gen), inputs), separators=(",", ":")).encode()
+    rendered = cache.get(key)
+    if not isinstance(rendered, Rendered):  # a miss, or bytes cached by an older release
+        document = build(catalog(gen), inputs)
+        body = json.dumps(document, separators=(",", ":")).encode()
         if len(body) > MAX_CONFIG_BYTES:
             logger.error(
                 "config for %s is %d bytes: osquery refuses configs over %d bytes and runs no "
                 "scheduled queries until it gets a valid one",
                 key, len(body), MAX_CONFIG_BYTES,
             )  # fmt: skip
-        cache.set(key, body, _TTL)
-    return body
+        rendered = Rendered(body, served_by(document))
+        cache.set(key, rendered, _TTL)
+    return rendered
+
+
+def render_for(state: HostState) -> bytes:
+    """The config JSON for a host (:func:`rendered_for` without the intervals)."""
+    return rendered_for(state).body

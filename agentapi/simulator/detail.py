@@ -31,20 +31,8 @@ def _first(tables: HostTables, table: str) -> Row:
 
 
 def _os_version(t: HostTables) -> list[Row]:
-    os = _first(t, "os_version")
-    keys = (
-        "name",
-        "version",
-        "major",
-        "minor",
-        "patch",
-        "build",
-        "arch",
-        "platform",
-        "platform_like",
-        "codename",
-    )
-    return [{**{k: os.get(k, "") for k in keys}, "kernel_version": _first(t, "kernel_info")["version"]}]
+    # ``os.*``: every column this platform's os_version has (``extra`` on macOS, ...).
+    return [{**_first(t, "os_version"), "kernel_version": _first(t, "kernel_info")["version"]}]
 
 
 def _os_version_windows(t: HostTables) -> list[Row]:
@@ -52,9 +40,9 @@ def _os_version_windows(t: HostTables) -> list[Row]:
     return [
         {
             "name": os["name"],
-            "version": os["version"],
             "display_version": t.identity.os.display_version,
-            "arch": os["arch"],
+            "version": t.identity.os.kernel_version,  # os_version.version + "." + the registry's UBR
+            "installation_type": "Client",
         }
     ]
 
