@@ -9,7 +9,7 @@ DEMO_HOSTS ?= 25
 PYTEST_ARGS ?= -n 2
 export PORT TLS_PORT DEMO_HOSTS
 
-.PHONY: setup setup-mysql run test test-mysql lint bench clean
+.PHONY: setup setup-mysql run test test-mysql lint bench fuzz soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ lint: setup
 bench: setup
 	-$(MAKE) setup-mysql
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+# Hostile and valid agent requests against a server of its own (docs/fuzzing.md); exit 1 on a defect.
+fuzz: setup
+	-$(MAKE) setup-mysql
+	$(PY) scripts/fuzz.py $(FUZZ_ARGS)
+
+# Agents through a Redis outage and a WebSocket held 10 minutes, on MariaDB + Redis (docs/resilience.md).
+soak: setup
+	-$(MAKE) setup-mysql
+	$(PY) scripts/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -6,10 +6,10 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from agentapi.endpoint import agent_endpoint
+from agentapi.endpoint import Credential, agent_endpoint
 from agentapi.wire import AgentError
 from hosts import nodekeys
-from hosts.enrollment import EnrollmentError, enroll_orbit
+from hosts.enrollment import EnrollmentError, InvalidEnrollment, enroll_orbit
 from hosts.models import FleetSettings, Host
 
 DEFAULT_SCRIPT_TIMEOUT = 300
@@ -24,7 +24,7 @@ def _str(body: dict[str, Any], field: str) -> str:
     return value.strip()
 
 
-@agent_endpoint("MAX_ENROLL_SIZE")
+@agent_endpoint("MAX_ENROLL_SIZE", Credential.ENROLL_SECRET)
 def orbit_enroll(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     fields = (
         "hardware_uuid",
@@ -40,10 +40,12 @@ def orbit_enroll(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
         _, orbit_key = enroll_orbit(body.get("enroll_secret"), **values)
     except EnrollmentError as exc:
         raise AgentError(str(exc), status=401, node_invalid=True) from None
+    except InvalidEnrollment as exc:
+        raise AgentError(f"orbit enroll failed: {exc}") from None
     return {"orbit_node_key": orbit_key}
 
 
-@agent_endpoint("MAX_REQUEST_SIZE")
+@agent_endpoint("MAX_REQUEST_SIZE", Credential.ORBIT_NODE_KEY)
 def orbit_config(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     key = body.get("orbit_node_key")
     if not isinstance(key, str) or not key:

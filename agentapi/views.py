@@ -6,18 +6,20 @@ for enrolment and vitals, ``packs`` for config and logs).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from agentapi.endpoint import agent_endpoint, authenticate
+from agentapi.endpoint import Credential, agent_endpoint, authenticate
 from agentapi.wire import AgentError, client_ip
 from campaigns import services as campaigns
 from campaigns.store import get_store
+from fleet.numbers import parse_id
 from hosts import details, intervals, labels, seen
-from hosts.enrollment import EnrollmentError, enroll_osquery
+from hosts.enrollment import EnrollmentError, InvalidEnrollment, enroll_osquery
 from hosts.ingest import ingest_details
 from packs import config as osquery_config
 from packs import destinations, logs
@@ -37,7 +39,7 @@ def _string_map_of_maps(value: Any, field: str) -> dict[str, dict[str, str]]:
     }
 
 
-@agent_endpoint("MAX_ENROLL_SIZE")
+@agent_endpoint("MAX_ENROLL_SIZE", Credential.ENROLL_SECRET)
 def enroll(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     identifier = body.get("host_identifier", "")
     if not isinstance(identifier, str):
@@ -49,6 +51,8 @@ def enroll(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
         )
     except EnrollmentError as exc:
         raise AgentError(str(exc), status=401, node_invalid=True) from None
+    except InvalidEnrollment as exc:
+        raise AgentError(f"enroll failed: {exc}") from None
     return {"node_key": enrolled.node_key}
 
 
@@ -83,6 +87,28 @@ def distributed_read(request: HttpRequest, body: dict[str, Any]) -> dict[str, An
     return response
 
 
+def _cell(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def flat_row(row: dict[str, Any]) -> dict[str, str]:
+    """A result row as osquery sends it: column names to strings.
+
+    Fleet reads rows as string maps; an agent that sends numbers or nested objects gets them
+    as their JSON text, so no row reaching a label, a vital or a campaign's JSON column is
+    nested (MariaDB refuses JSON more than 32 levels deep).
+    """
+    return {str(k): _cell(v) for k, v in row.items()}
+
+
 def _normalise_results(body: dict[str, Any]) -> tuple[dict[str, list], dict[str, int], dict[str, str]]:
     """Fleet's shim: ``""`` or malformed rows become ``[]``; string statuses become numbers."""
     queries, statuses, messages = (
@@ -93,7 +119,7 @@ def _normalise_results(body: dict[str, Any]) -> tuple[dict[str, list], dict[str,
     if not isinstance(queries, dict) or not isinstance(statuses, dict) or not isinstance(messages, dict):
         raise AgentError("queries, statuses and messages must be JSON objects")
     rows = {
-        str(name): [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+        str(name): [flat_row(r) for r in value if isinstance(r, dict)] if isinstance(value, list) else []
         for name, value in queries.items()
     }
     codes: dict[str, int] = {}
@@ -112,7 +138,7 @@ def _record_live_answers(
     """Hand live-query answers to their campaigns (a failed query may come in ``statuses`` only)."""
     for name in rows.keys() | statuses.keys():
         campaign_id = name.removeprefix(campaigns.QUERY_PREFIX)
-        if name.startswith(campaigns.QUERY_PREFIX) and campaign_id.isdigit():
+        if name.startswith(campaigns.QUERY_PREFIX) and parse_id(campaign_id) is not None:
             campaigns.record_answer(
                 int(campaign_id), state.id, state.hostname, rows.get(name, []),
                 statuses.get(name, 0), messages.get(name, ""),

@@ -23,13 +23,20 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class AgentError(Exception):
-    """An error to report to the agent as ``{"error": message[, "node_invalid": true]}``."""
+    """An error to report to the agent as ``{"error": message[, "node_invalid": true]}``.
 
-    def __init__(self, message: str, status: int = 400, node_invalid: bool = False) -> None:
+    ``close`` asks for the connection to be closed after the reply: the request's body was not
+    read to its end, so what is left of it must not be taken for the next request.
+    """
+
+    def __init__(
+        self, message: str, status: int = 400, node_invalid: bool = False, close: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.node_invalid = node_invalid
+        self.close = close
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> HttpResponse:
@@ -42,11 +49,16 @@ def error_response(error: AgentError) -> HttpResponse:
     body: dict[str, Any] = {"error": error.message}
     if error.node_invalid:
         body["node_invalid"] = True
-    return json_response(body, status=error.status)
+    response = json_response(body, status=error.status)
+    if error.close:
+        # gunicorn and daphne turn this into a closed connection after the reply, so a client
+        # told "keep-alive" is never cut off mid-way through sending the rest of its body.
+        response["Connection"] = "close"
+    return response
 
 
-def _too_large(limit: int) -> AgentError:
-    return AgentError(f"request body exceeds the limit of {limit} bytes", status=413)
+def _too_large(limit: int, unread: bool = False) -> AgentError:
+    return AgentError(f"request body exceeds the limit of {limit} bytes", status=413, close=unread)
 
 
 def read_body(request: HttpRequest, limit: int) -> bytes:
@@ -56,10 +68,10 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
     except ValueError:
         raise AgentError("invalid Content-Length") from None
     if declared > limit:
-        raise _too_large(limit)
+        raise _too_large(limit, unread=True)
     raw = request.read(limit + 1)
     if len(raw) > limit:
-        raise _too_large(limit)
+        raise _too_large(limit, unread=True)
     encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
     if encoding in ("gzip", "x-gzip") or raw[:2] == b"\x1f\x8b":
         return _gunzip(raw, limit)
@@ -129,15 +141,68 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def count_containers(raw: bytes) -> int:
+    """An upper bound on the objects and arrays a JSON body holds, without parsing it.
+
+    Brackets inside strings count too, so the bound is safe; it costs two passes in C.
+    """
+    return raw.count(b"{") + raw.count(b"[")
+
+
+def check_structure(raw: bytes, max_containers: int) -> None:
+    """Refuse a body whose parsed form would be out of proportion to its size.
+
+    A few bytes of ``[{},{},...]`` become a hundred bytes of Python objects each, so a body
+    within the size limit could still cost hundreds of megabytes; osquery's own bodies hold a
+    few objects per row.
+    """
+    if count_containers(raw) > max_containers:
+        raise AgentError(
+            f"request body holds more than {max_containers} JSON objects and arrays", status=413
+        )
+
+
+def _string_field(name: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb'(?<!\\)"' + name + rb'"\s*:\s*"((?:[^"\\]|\\.){0,1024})"')
+
+
+_BODY_FIELDS = {
+    name: _string_field(name.encode()) for name in ("node_key", "enroll_secret", "orbit_node_key")
+}
+
+
+def peek_string_field(raw: bytes, name: str) -> str | None:
+    """The first ``"name": "value"`` pair's value in a raw JSON body, found without parsing it.
+
+    Used to check a credential before paying for a large body's parse; the parsed body's own
+    field is checked again afterwards, so a pair found somewhere else only decides the gate.
+    """
+    match = _BODY_FIELDS[name].search(raw)
+    if match is None:
+        return None
+    try:
+        value = json.loads(b'"' + match.group(1) + b'"')
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def header_node_key(request: HttpRequest) -> str | None:
+    """The key of ``Authorization: NodeKey <key>`` (osquery 5.23+), if the request has one."""
+    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() == "nodekey" and value.strip():
+        return value.strip()
+    return None
+
+
 def node_key_from(request: HttpRequest, body: dict[str, Any]) -> str:
     """The node key from the body, or from ``Authorization: NodeKey`` (osquery 5.23+)."""
     key = body.get("node_key")
     if isinstance(key, str) and key:
         return key
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "nodekey" and value.strip():
-        return value.strip()
+    header = header_node_key(request)
+    if header:
+        return header
     if key is not None and not isinstance(key, str):
         raise AgentError("node_key must be a string", status=401, node_invalid=True)
     raise AgentError("missing node key", status=401, node_invalid=True)

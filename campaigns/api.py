@@ -12,7 +12,6 @@ exist 404.
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -48,6 +47,7 @@ from campaigns.serializers import (
     breakdown_of,
     page_breakdowns,
 )
+from fleet.csvsafe import SafeWriter, safe_cell
 from hosts.choices import Role
 from hosts.models import Host
 from hosts.paginators import CappedLimitOffsetPagination
@@ -109,7 +109,7 @@ class CSVRenderer(BaseRenderer):
 
 
 def _csv_cell(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"'
+    return '"' + safe_cell(value).replace('"', '""') + '"'
 
 
 class ResultsPagination(LimitOffsetPagination):
@@ -226,7 +226,7 @@ def results_csv(campaign: Campaign, entries: ResultEntries) -> HttpResponse:
     columns = _row_columns(entries.answered.values_list("rows", flat=True).iterator(chunk_size=500))
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-results.csv"'
-    writer = csv.writer(response)
+    writer = SafeWriter(response)
     writer.writerow(["host_id", "hostname", *columns, "state", "error"])
     blank = [""] * len(columns)
     for result in entries.answered.iterator(chunk_size=500):

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from redis import RedisError
@@ -269,19 +269,12 @@ def record_answer(
         state, kept = ResultState.FAILED, []
     else:
         state = ResultState.ROWS if rows else ResultState.NO_ROWS
-        granted = store.reserve_rows(campaign_id, len(rows), settings.LIVE_QUERY["MAX_ROWS"]) if rows else 0
+        granted = _reserve_rows(store, campaign_id, len(rows)) if rows else 0
         kept = rows[:granted]
-    try:
-        result = CampaignResult.objects.create(
-            campaign_id=campaign_id,
-            host_id=host_id,
-            hostname=hostname,
-            state=state,
-            rows=kept,
-            row_count=len(rows),
-            error=error if status != 0 else "",
-        )
-    except IntegrityError:
+    result = _store_result(
+        campaign_id, host_id, hostname, state, kept, len(rows), error if status != 0 else ""
+    )
+    if result is None:
         return None  # the same answer arrived through another process
     if len(kept) < len(rows):
         Campaign.objects.filter(pk=campaign_id, truncated=False).update(truncated=True)
@@ -293,6 +286,45 @@ def record_answer(
     if completion.remaining <= 0:
         _end(campaign_id, CampaignStatus.FINISHED)
     return result
+
+
+def _reserve_rows(store: Any, campaign_id: int, wanted: int) -> int:
+    """Rows of this answer to keep under the campaign's cap; all of them if the store just failed
+    (the host is already marked answered, and the cap only bounds a campaign's size)."""
+    try:
+        return store.reserve_rows(campaign_id, wanted, settings.LIVE_QUERY["MAX_ROWS"])
+    except RedisError:
+        return wanted
+
+
+def _store_result(
+    campaign_id: int, host_id: int, hostname: str, state: str, rows: list, row_count: int, error: str
+) -> CampaignResult | None:
+    """Insert the host's answer; ``None`` for a duplicate.
+
+    Any other refusal by the database is not taken for a duplicate: the host has been marked as
+    answered, so it is stored as failed with the reason, and the campaign does not wait for it.
+    """
+    fields = {"campaign_id": campaign_id, "host_id": host_id, "hostname": hostname[:255]}
+    try:
+        with transaction.atomic():
+            return CampaignResult.objects.create(
+                **fields, state=state, rows=rows, row_count=row_count, error=error
+            )
+    except IntegrityError as exc:
+        if CampaignResult.objects.filter(campaign_id=campaign_id, host_id=host_id).exists():
+            return None
+        logger.warning(
+            "campaign %s: host %s's answer could not be stored (%s)",
+            campaign_id, host_id, exc.__class__.__name__,
+        )  # fmt: skip
+    return CampaignResult.objects.create(
+        **fields,
+        state=ResultState.FAILED,
+        rows=[],
+        row_count=row_count,
+        error="the server could not store this answer's rows",
+    )
 
 
 def result_message(result: CampaignResult) -> dict[str, Any]:

@@ -224,7 +224,23 @@ class RedisStore(LiveQueryStore):
     def __init__(self, url: str, ttl: int, active_cache_seconds: float) -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url)
+        from fleet.cache import Circuit
+
+        # Check-ins and answers make small calls: they fail fast (REDIS_SOCKET_TIMEOUT), and after a
+        # failure the circuit skips Redis for REDIS_RETRY_SECONDS, so a hung Redis costs a process
+        # one timeout per retry period, not one per check-in. Starting a campaign writes a bitmap
+        # of up to megabytes and may take longer.
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        )
+        self._bulk = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+            socket_timeout=max(settings.REDIS_SOCKET_TIMEOUT, 5.0),
+        )
+        self.circuit = Circuit(settings.REDIS_RETRY_SECONDS, "live-query store (Redis)")
         self._ttl = ttl
         self._cache_seconds = active_cache_seconds
         # campaign id -> (SQL, copy of its pending-hosts bitmap, or None when it is too big to copy)
@@ -237,7 +253,7 @@ class RedisStore(LiveQueryStore):
 
     def start(self, campaign_id: int, sql: str, host_ids: Iterable[int]) -> None:
         ids = set(host_ids)
-        pipe = self._redis.pipeline(transaction=True)
+        pipe = self._bulk.pipeline(transaction=True)
         pipe.set(_key(campaign_id, "hosts"), bitmap(ids), ex=self._ttl)
         pipe.set(_key(campaign_id, "sql"), sql, ex=self._ttl)
         pipe.set(_key(campaign_id, "remaining"), len(ids), ex=self._ttl)
@@ -275,13 +291,17 @@ class RedisStore(LiveQueryStore):
         """Never fails a check-in: with Redis down, hosts get no live queries until it is back."""
         from redis import RedisError
 
-        try:
-            return self._queries_for_host(host_id)
-        except RedisError as exc:
-            with self._lock:  # retry after the usual refresh period, not on every check-in
-                self._active, self._active_until = {}, time.monotonic() + self._cache_seconds
-            logger.warning("live-query store unavailable, no live queries sent: %s", exc)
+        if not self.circuit.allows():
             return {}
+        try:
+            found = self._queries_for_host(host_id)
+        except RedisError as exc:
+            with self._lock:
+                self._active, self._active_until = {}, 0.0
+            self.circuit.failed(exc)  # logged once per outage; no live queries are sent meanwhile
+            return {}
+        self.circuit.succeeded()
+        return found
 
     def _queries_for_host(self, host_id: int) -> dict[int, str]:
         active = self._active_campaigns()
@@ -304,9 +324,24 @@ class RedisStore(LiveQueryStore):
                     found[campaign_id] = active[campaign_id][0]
         return found
 
+    def _guarded(self, call, *args, **kwargs):
+        """Run a Redis call through the circuit: while it is open, fail at once."""
+        from redis import ConnectionError as RedisConnectionError
+        from redis import RedisError
+
+        if not self.circuit.allows():
+            raise RedisConnectionError("the live-query store is unavailable (retrying shortly)")
+        try:
+            result = call(*args, **kwargs)
+        except RedisError as exc:
+            self.circuit.failed(exc)
+            raise
+        self.circuit.succeeded()
+        return result
+
     def complete_host(self, campaign_id: int, host_id: int) -> Completion | None:
         keys = [_key(campaign_id, part) for part in ("hosts", "remaining", "answered")]
-        result = self._complete(keys=keys, args=[host_id])
+        result = self._guarded(self._complete, keys=keys, args=[host_id])
         cached = self._active.get(campaign_id)
         if cached is not None and cached[1] is not None and host_id >> 3 < len(cached[1]):
             cached[1][host_id >> 3] &= ~(0x80 >> (host_id & 7)) & 0xFF  # this process's copy, at once
@@ -316,7 +351,7 @@ class RedisStore(LiveQueryStore):
 
     def reserve_rows(self, campaign_id: int, wanted: int, cap: int) -> int:
         keys = [_key(campaign_id, "rows"), _key(campaign_id, "sql")]
-        return int(self._reserve(keys=keys, args=[wanted, cap]))
+        return int(self._guarded(self._reserve, keys=keys, args=[wanted, cap]))
 
     def stop(self, campaign_id: int) -> None:
         pipe = self._redis.pipeline(transaction=True)

@@ -1,4 +1,10 @@
-"""Prometheus metrics, protected by a bearer token when ``METRICS_TOKEN`` is set."""
+"""Prometheus metrics at ``/metrics``, behind a bearer token (``METRICS_TOKEN``).
+
+Production (``DATABASE_URL`` or ``REDIS_URL`` set) never serves metrics openly: with no token
+configured the endpoint answers 403 and says what to set, and ``manage.py check --deploy`` warns
+(``fleet.W001``, ``fleet.checks``). The embedded default listens on loopback only, so there an
+unset token leaves the endpoint open for a local Prometheus.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,27 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django_prometheus.exports import ExportToDjangoView
 
+NOT_CONFIGURED = (
+    "/metrics is disabled: set METRICS_TOKEN (or METRICS_TOKEN_FILE) on the server and have "
+    "Prometheus send Authorization: Bearer <METRICS_TOKEN>"
+)
+TOKEN_NEEDED = "metrics need Authorization: Bearer <METRICS_TOKEN>"
+
+
+def _refuse(message: str, status: int) -> JsonResponse:
+    # "message" is the project's error key; "error" is kept for scrapers that read the old one.
+    return JsonResponse({"message": message, "error": message}, status=status)
+
 
 def metrics(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_TOKEN
-    if token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return JsonResponse({"error": "metrics need Authorization: Bearer <METRICS_TOKEN>"}, status=401)
+    if not token:
+        if not settings.EMBEDDED:
+            return _refuse(NOT_CONFIGURED, 403)
+        return ExportToDjangoView(request)
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        response = _refuse(TOKEN_NEEDED, 401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     return ExportToDjangoView(request)

@@ -8,6 +8,7 @@ and Celery tasks run in-process, so a fresh machine runs the whole product with 
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -41,7 +42,9 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
+# Loopback only unless told otherwise: production names its public host(s); `make run` adds this
+# machine's names and addresses itself when it listens beyond loopback (BIND).
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -54,9 +57,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_prometheus",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # hashed, expiring REST tokens (replaces rest_framework.authtoken)
+    "axes",  # failed-login throttling for the console and the token endpoint
+    "fleet",  # the project's system checks (fleet/checks.py)
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "hosts",
     "queries",
@@ -66,6 +72,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "agentapi.middleware.AgentJsonErrorsMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -75,6 +82,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Turns a django-axes lockout into a 429 (fleet.api_auth.lockout_response); after auth, last.
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -101,8 +111,17 @@ TEMPLATES = [
 if DATABASE_URL:
     _db = env.db_url_config(DATABASE_URL)
     if "mysql" in _db["ENGINE"]:
+        # Timeouts, so an unresponsive server fails a request instead of hanging every worker.
+        # The client library retries a timed-out read, so a read can take up to 3x the timeout:
+        # the default keeps a check-in under osquery's 16 s limit.
         _db.setdefault("OPTIONS", {}).update(
-            {"charset": "utf8mb4", "init_command": "SET sql_mode='STRICT_TRANS_TABLES'"}
+            {
+                "charset": "utf8mb4",
+                "init_command": "SET sql_mode='STRICT_TRANS_TABLES'",
+                "connect_timeout": env.int("DATABASE_CONNECT_TIMEOUT", default=3),
+                "read_timeout": env.int("DATABASE_READ_TIMEOUT", default=4),
+                "write_timeout": env.int("DATABASE_WRITE_TIMEOUT", default=4),
+            }
         )
         _db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
     # Persistent connections help gunicorn (+30 % rps); ASGI processes must use 0 (they leak).
@@ -125,20 +144,48 @@ DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache, channel layer, Celery --------------------------------------------------------------
+# Redis timeouts (seconds). The cache answers "miss" at once while Redis is down (fleet/cache.py),
+# so its calls may fail fast; the channel layer's socket timeout must outlast channels-redis'
+# 5 s blocking read, or every idle WebSocket is closed after 5 s (redis-py 6+ defaults to 5 s).
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=0.5)
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=1.0)
+REDIS_RETRY_SECONDS = env.float("REDIS_RETRY_SECONDS", default=5.0)
+CHANNEL_LAYER_SOCKET_TIMEOUT = 15.0
+
+
+def redis_channel_layer(url: str) -> dict:
+    """The channels-redis layer for ``url`` (also used by the tests that hold sockets open)."""
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": url,
+                    "socket_connect_timeout": max(REDIS_CONNECT_TIMEOUT, 2.0),
+                    "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT,
+                }
+            ],
+            "prefix": "fleet:ch",
+            "capacity": 2000,
+            "expiry": 30,
+        },
+    }
+
+
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "fleet.cache.ResilientRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "fleet",
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+                "socket_timeout": REDIS_SOCKET_TIMEOUT,
+                "RETRY_SECONDS": REDIS_RETRY_SECONDS,
+            },
         }
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "fleet:ch", "capacity": 2000, "expiry": 30},
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
 else:
     CACHES = {
         "default": {
@@ -150,6 +197,8 @@ else:
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
+CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2.0, "socket_timeout": 10.0}
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -179,6 +228,35 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+# Failed logins (console and POST /api/v1/auth/token/) are counted by django-axes per *pair* of
+# username and client address: AXES_FAILURE_LIMIT failures lock that pair out for
+# AXES_COOLOFF_TIME, so a password guesser is stopped while the real user, logging in from
+# elsewhere, is not locked out by them. Failures older than the cool-off are forgotten, and a
+# success clears them. The token endpoint also has a per-address rate (REST API section below).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Attempts during a lockout are refused without being counted, so a lockout ends on time.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "fleet.api_auth.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "fleet.api_auth.client_address"
+# Behind a load balancer the client's address is the last X-Forwarded-For entry (the one it added).
+CLIENT_ADDRESS_FROM_X_FORWARDED_FOR = env.bool("DJANGO_BEHIND_PROXY", default=False)
+AXES_VERBOSE = False
+# REST tokens (django-rest-knox): only a SHA-512 digest is stored, each expires after
+# API_TOKEN_TTL_HOURS; logging in again gives a new one, logout revokes it.
+API_TOKEN_TTL = timedelta(hours=env.float("API_TOKEN_TTL_HOURS", default=24 * 7))
+API_TOKEN_LIMIT_PER_USER = 100  # live tokens a user keeps; a new login revokes the oldest beyond
+REST_KNOX = {
+    "TOKEN_TTL": API_TOKEN_TTL,
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -194,22 +272,50 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # --- Security (production values: docs/deployment.md) -------------------------------------------
+# Production (DATABASE_URL or REDIS_URL set) is HTTPS-only by default: redirect, HSTS and secure
+# cookies, so `check --deploy` passes with only the required variables. The embedded default
+# serves plain HTTP on loopback and keeps them off. Each can still be set either way.
+_HTTPS_DEFAULT = not EMBEDDED
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("DJANGO_BEHIND_PROXY", default=False) else None
 )
-SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=_HTTPS_DEFAULT)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000 if _HTTPS_DEFAULT else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
+    "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=SECURE_HSTS_SECONDS > 0
+)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
-SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=_HTTPS_DEFAULT)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# HSTS preload is a deliberate submission to the browsers' list (hstspreload.org), not a default:
+# its absence is not a deployment defect. DJANGO_SECURE_HSTS_PRELOAD=1 opts in.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+# Content-Security-Policy (django-csp): scripts and everything else from this server only; inline
+# styles stay allowed for the admin's templates (inline scripts do not).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # --- REST API ---------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -223,6 +329,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "fleet.api_errors.exception_handler",
 }
+# Login attempts per client address on POST /api/v1/auth/token/ (fleet.api_auth.LoginRateThrottle).
+API_LOGIN_RATE = env.str("API_LOGIN_RATE", default="30/min")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Fleet (Django) REST API",
     "DESCRIPTION": "Hosts, teams and enroll secrets of a device fleet managed through osquery.",
@@ -230,6 +338,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and docs pages are for signed-in users and token holders, like the API itself.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Swagger UI's files from the drf-spectacular-sidecar package, not a CDN: the docs page works
+    # offline and within the Content-Security-Policy (everything from this server).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- osquery agent API --------------------------------------------------------------------------
@@ -246,6 +359,8 @@ OSQUERY = {
     "MAX_REQUEST_SIZE": env.int("OSQUERY_MAX_REQUEST_SIZE", default=1 << 20),
     "MAX_WRITE_SIZE": env.int("OSQUERY_MAX_DISTRIBUTED_WRITE_SIZE", default=5 << 20),
     "MAX_LOG_SIZE": env.int("OSQUERY_MAX_LOG_WRITE_SIZE", default=10 << 20),
+    # Objects and arrays one agent body may hold (bounds the memory its parse can take).
+    "MAX_JSON_CONTAINERS": env.int("OSQUERY_MAX_JSON_CONTAINERS", default=250_000),
     "RESULT_LOG_FILE": env.str(
         "OSQUERY_RESULT_LOG_FILE", default=str(VAR_DIR / "logs" / "osquery_result.log")
     ),
@@ -305,10 +420,25 @@ METRICS_TOKEN = secret("METRICS_TOKEN") or ""
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {
+            "()": "fleet.logformat.SingleLineFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
+    "filters": {
+        "agent_client_errors": {"()": "agentapi.errorlog.DropAgentClientErrors"},
+        "rate_limit": {"()": "fleet.logformat.RateLimitFilter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["rate_limit"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # Agents' 4xx replies are counted and summarised by agentapi.errorlog instead.
+        "django.request": {"filters": ["agent_client_errors"]},
+    },
 }
 
 # --- TLS for agents under `make run` (production terminates TLS at the load balancer) ------------

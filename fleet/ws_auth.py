@@ -19,15 +19,21 @@ from django.contrib.auth.models import AnonymousUser
 
 @database_sync_to_async
 def user_for_token(key: Any) -> Any:
-    """The active user owning a REST token, or ``None``."""
-    from rest_framework.authtoken.models import Token
+    """The active user owning a live REST token, or ``None``.
 
-    if not isinstance(key, str) or not key or len(key) > 64:
+    The same check as the REST API's (``knox.auth.TokenAuthentication``): the token's digest is
+    compared in constant time, an expired token is refused (and deleted), so is an inactive user.
+    """
+    from knox.auth import TokenAuthentication
+    from rest_framework.exceptions import AuthenticationFailed
+
+    if not isinstance(key, str) or not key or len(key) > 128:
         return None
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
+    try:
+        user, _token = TokenAuthentication().authenticate_credentials(key.encode())
+    except AuthenticationFailed:
         return None
-    return token.user
+    return user
 
 
 def _header(scope: dict, name: bytes) -> str:
@@ -37,12 +43,26 @@ def _header(scope: dict, name: bytes) -> str:
     return ""
 
 
+def _page_scheme(scope: dict) -> str:
+    """``http`` or ``https``: how the browser reached us (the proxy's word when it is trusted)."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        forwarded = _header(scope, b"x-forwarded-proto").split(",")[0].strip().lower()
+        if forwarded in ("http", "https"):
+            return forwarded
+    return "https" if scope.get("scheme") in ("wss", "https") else "http"
+
+
 def origin_allowed(scope: dict) -> bool:
-    """Same-origin (the page's host is the one it connects to) or a CSRF-trusted origin."""
+    """Same origin (the page's scheme and host are the socket's) or a CSRF-trusted origin.
+
+    The scheme counts: a page served over plain HTTP (where anyone on the network may inject
+    script) must not ride the session of the HTTPS site on the same host.
+    """
     origin = _header(scope, b"origin")
     if not origin:
         return True
-    if urlsplit(origin).netloc == _header(scope, b"host"):
+    parts = urlsplit(origin)
+    if parts.netloc == _header(scope, b"host") and parts.scheme == _page_scheme(scope):
         return True
     return origin in settings.CSRF_TRUSTED_ORIGINS
 

@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from campaigns.admin_views import live_query_hosts, may_run_live_queries
+from fleet.numbers import parse_id
 from hosts import admin_views, services
 from hosts.admin_forms import (
     EnrollSecretForm,
@@ -261,7 +262,7 @@ class HostAdmin(admin.ModelAdmin):
             per_page,
             orphans,
             allow_empty_first_page,
-            page_number=int(page) if page.isdigit() else 1,
+            page_number=parse_id(page) or 1,
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Host | None = None) -> list[str]:

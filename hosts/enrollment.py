@@ -7,6 +7,7 @@ enrolment issues a new node key; only its hash is stored, and the previous key s
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,13 +18,20 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hosts import details, nodekeys, seen
-from hosts.models import NEVER, EnrollSecret, Host
+from hosts.models import NEVER, EnrollSecret, Host, secret_digest
 
 logger = logging.getLogger(__name__)
 
 
+IDENTIFIER_MAX_LENGTH = 255
+
+
 class EnrollmentError(Exception):
     """Enrolment refused (bad secret, cooldown): the agent gets ``node_invalid``."""
+
+
+class InvalidEnrollment(ValueError):
+    """The enrolment request itself is unusable (a 400, not ``node_invalid``)."""
 
 
 @dataclass(frozen=True)
@@ -34,10 +42,13 @@ class Enrolled:
 
 
 def find_secret(secret: Any) -> EnrollSecret:
+    """The enroll secret matching ``secret``: one indexed query by digest, then a constant-time
+    comparison of the values (the database never compares the secret itself)."""
     if not isinstance(secret, str) or not secret.strip():
         raise EnrollmentError("enroll failed: missing enroll secret")
-    found = EnrollSecret.objects.filter(secret=secret.strip()).first()
-    if found is None:
+    given = secret.strip()
+    found = EnrollSecret.objects.filter(secret_digest=secret_digest(given)).first()
+    if found is None or not hmac.compare_digest(found.secret.encode(), given.encode()):
         raise EnrollmentError("enroll failed: invalid enroll secret")
     return found
 
@@ -74,14 +85,38 @@ def enroll_osquery(
         identifier = (system_info.get("uuid") or "").strip()
     if not identifier:
         raise EnrollmentError("enroll failed: missing host identifier")
+    check_identifier(identifier)
     node_key = nodekeys.new_node_key()
     now = timezone.now()
-    host, created = _upsert_host(identifier, enroll_secret.team_id, now, public_ip, system_info)
-    if not created:
-        _check_cooldown(host)
+    # One transaction: a host row is never left behind without the key its agent was refused.
+    with transaction.atomic():
+        host, created = _upsert_host(identifier, enroll_secret.team_id, now, public_ip, system_info)
+        if not created:
+            _check_cooldown(host)
+        old_hash = _store_new_key(host, node_key, enroll_secret.team_id, now, public_ip, host_details)
+    if old_hash and old_hash != host.node_key_hash:
+        logger.info("host %s re-enrolled; its previous node key is no longer valid", host.id)
+        nodekeys.forget([old_hash])
+    state = nodekeys.remember(host)
+    seen.mark_seen(host.id, state.online_interval)
+    return Enrolled(host=host, node_key=node_key, created=created)
+
+
+def check_identifier(identifier: str) -> None:
+    """Refuse identifiers the host table cannot hold (Fleet's column is 255 characters too)."""
+    if len(identifier) > IDENTIFIER_MAX_LENGTH:
+        raise InvalidEnrollment(f"host identifier is longer than {IDENTIFIER_MAX_LENGTH} characters")
+    if "\x00" in identifier:
+        raise InvalidEnrollment("host identifier contains a NUL character")
+
+
+def _store_new_key(
+    host: Host, node_key: str, team_id: int | None, now, public_ip: str, host_details: dict
+) -> str | None:
+    """Give the host its new key, team and enrolment vitals; returns the previous key's hash."""
     old_hash = host.node_key_hash
     host.node_key_hash = nodekeys.hash_node_key(node_key)
-    host.team_id = enroll_secret.team_id
+    host.team_id = team_id
     host.last_enrolled_at = now
     if public_ip:
         host.public_ip = public_ip
@@ -90,12 +125,7 @@ def enroll_osquery(
         host, {k: v for k, v in answered.items() if k in ("os_version", "osquery_info", "system_info")}
     )
     host.save()
-    if old_hash and old_hash != host.node_key_hash:
-        logger.info("host %s re-enrolled; its previous node key is no longer valid", host.id)
-        nodekeys.forget([old_hash])
-    state = nodekeys.remember(host)
-    seen.mark_seen(host.id, state.online_interval)
-    return Enrolled(host=host, node_key=node_key, created=created)
+    return old_hash
 
 
 def _upsert_host(
@@ -136,11 +166,23 @@ def enroll_orbit(
     identifier = osquery_identifier or hardware_uuid
     if not identifier:
         raise EnrollmentError("orbit enroll failed: missing hardware_uuid")
+    check_identifier(identifier)
     orbit_key = nodekeys.new_node_key()
     now = timezone.now()
-    host, _ = _upsert_host(identifier, enroll_secret.team_id, now, "", {})
+    with transaction.atomic():
+        host = _orbit_host(identifier, enroll_secret.team_id, now, orbit_key, hardware_uuid, hardware_serial,
+                           hostname, platform, computer_name, hardware_model)  # fmt: skip
+    nodekeys.forget([host.node_key_hash])
+    return host, orbit_key
+
+
+def _orbit_host(
+    identifier: str, team_id: int | None, now, orbit_key: str, *values: str
+) -> Host:
+    host, _ = _upsert_host(identifier, team_id, now, "", {})
+    hardware_uuid, hardware_serial, hostname, platform, computer_name, hardware_model = values
     host.orbit_node_key_hash = nodekeys.hash_node_key(orbit_key)
-    host.team_id = enroll_secret.team_id
+    host.team_id = team_id
     for field, value in (
         ("uuid", hardware_uuid),
         ("hardware_serial", hardware_serial),
@@ -152,5 +194,4 @@ def enroll_orbit(
         if value and not getattr(host, field):
             setattr(host, field, value[:255])
     host.save()
-    nodekeys.forget([host.node_key_hash])
-    return host, orbit_key
+    return host

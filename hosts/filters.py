@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
+from fleet.numbers import parse_id
 from hosts.choices import LINUX_PLATFORMS, HostStatus
 from hosts.models import EnrollSecret, Host, Team
 from hosts.permissions import visible_team_ids
@@ -136,9 +137,10 @@ class TeamListFilter(admin.SimpleListFilter):
 
     def queryset(self, request: Any, queryset: QuerySet) -> QuerySet:
         value = self.value()
-        if value is None or not value.isdigit():
+        team_id = parse_id(value)
+        if team_id is None:
             return queryset
-        return filter_team(queryset, int(value))
+        return filter_team(queryset, team_id)
 
 
 class EnrollSecretFilterSet(django_filters.FilterSet):

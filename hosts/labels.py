@@ -33,6 +33,7 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from fleet.numbers import parse_id
 from hosts import nodekeys
 from hosts.choices import LINUX_PLATFORMS
 from hosts.details import ALWAYS_TRUE, platform_family
@@ -130,7 +131,7 @@ def add_due_queries(state: nodekeys.HostState, queries: dict[str, str], discover
 
 def _label_id(name: str) -> int | None:
     suffix = name[len(LABEL_PREFIX) :] if name.startswith(LABEL_PREFIX) else ""
-    return int(suffix) if suffix.isascii() and suffix.isdigit() else None
+    return parse_id(suffix)
 
 
 def ingest_results(

@@ -18,6 +18,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from fleet.numbers import parse_id
 from hosts import labels
 from hosts.admin_forms import _raise_on_field
 from hosts.labels_api import LABEL_WRITE_ROLES, with_label_host_counts
@@ -97,9 +98,10 @@ class LabelHostListFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Host]) -> QuerySet[Host]:
         value = self.value()
-        if value is None or not value.isdigit():
+        label_id = parse_id(value)
+        if label_id is None:
             return queryset
-        return queryset.filter(label_memberships__label_id=int(value))
+        return queryset.filter(label_memberships__label_id=label_id)
 
 
 @admin.register(Label)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -32,10 +34,40 @@ class Team(models.Model):
         return self.name
 
 
+def secret_digest(value: str) -> str:
+    """The SHA-256 of an enroll secret (hex): what enrolment looks secrets up by."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class SecretDigestField(models.CharField):
+    """The digest of the model's ``secret``, computed on every save and bulk insert.
+
+    ``pre_save`` runs for ``save()`` and ``bulk_create()`` alike, so no write path can leave the
+    digest stale or empty (``QuerySet.update(secret=...)`` is the exception: do not use it).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("editable", False)
+        super().__init__(*args, **kwargs)
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> str:
+        value = secret_digest(model_instance.secret)
+        setattr(model_instance, self.attname, value)
+        return value
+
+
 class EnrollSecret(models.Model):
-    """A secret osquery presents at enrolment; it decides the host's team (none means global)."""
+    """A secret osquery presents at enrolment; it decides the host's team (none means global).
+
+    Enrolment finds a secret by ``secret_digest`` (indexed) and then compares the value in
+    constant time (``hosts.enrollment.find_secret``), so response times say nothing about how
+    much of a guess matched. The value itself stays readable: admins need it for the agents'
+    flagfiles. Who may see it is ``hosts.permissions.SECRET_READ_ROLES``.
+    """
 
     secret = models.CharField(max_length=255, unique=True)
+    secret_digest = SecretDigestField(unique=True)
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="secrets")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -45,6 +77,12 @@ class EnrollSecret(models.Model):
     def __str__(self) -> str:
         scope = self.team.name if self.team_id else "global"
         return f"{self.secret[:4]}… ({scope})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "secret" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "secret_digest"}
+        super().save(*args, **kwargs)
 
 
 class Host(models.Model):

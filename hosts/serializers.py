@@ -20,6 +20,7 @@ from hosts import services
 from hosts.agent_options import validate_agent_options
 from hosts.choices import HostStatus
 from hosts.models import EnrollSecret, Host, HostSeenTime, Team
+from hosts.permissions import SECRET_READ_ROLES, has_team_role
 from hosts.status import status_of
 
 T = TypeVar("T")
@@ -192,6 +193,15 @@ class EnrollSecretSerializer(serializers.ModelSerializer):
 
     def get_team_name(self, secret: EnrollSecret) -> str | None:
         return secret.team.name if secret.team_id else None
+
+    def to_representation(self, instance: EnrollSecret) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        # Only the scope's admins and maintainers see a secret's value (a writer such as gitops
+        # may set one, never read it back).
+        request = self.context.get("request")
+        if request is not None and not has_team_role(request.user, instance.team_id, SECRET_READ_ROLES):
+            data.pop("secret", None)
+        return data
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         instance = self.instance

@@ -21,6 +21,7 @@ is off (Fleet forwards only those; unknown names are forwarded, nothing is silen
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -64,15 +65,23 @@ class ResultLine:
         return not self.is_snapshot
 
 
+_INT64 = 2**63 - 1
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
 def _int_or_none(value: Any) -> int | None:
+    """An integer field of a log line, or ``None`` when absent, malformed or beyond 64 bits."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, str):
+        text = value.strip()
+        if not _INTEGER.fullmatch(text):  # ASCII digits: "²".isdigit() is true, int("²") fails
+            return None
+        value = int(text)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and -_INT64 - 1 <= value <= _INT64:
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
     return None
 
 

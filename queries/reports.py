@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -83,8 +83,9 @@ def _fetched_at(unix_time: int | None) -> datetime:
     now = timezone.now()
     if unix_time is None or unix_time <= 946684800:  # before 2000: a broken clock
         return now
-    when = datetime.fromtimestamp(unix_time, UTC)
-    return now if when > now + timedelta(days=1) else when
+    if unix_time > now.timestamp() + 86400:  # in the future (compared before any conversion,
+        return now  # which overflows for the huge values a hostile agent sends)
+    return datetime.fromtimestamp(unix_time, UTC)
 
 
 def _totals_for(query_ids: list[int]) -> dict[int, int]:

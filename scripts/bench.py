@@ -31,20 +31,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import itertools
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,16 +53,23 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from servers import (  # noqa: E402  (scripts/servers.py, beside this file)
+    SECRET,
+    DaphneServer,
+    Server,
+    cpu_seconds,
+    mariadb_available,
+    redis_available,
+    service_pids,
+    tail_of,
+)
+
 from agentapi.simulator.agent import AgentSettings, SimulatedAgent  # noqa: E402
 from agentapi.simulator.runner import SimulationConfig, build_agents, enroll_all  # noqa: E402
 from agentapi.simulator.stats import Stats  # noqa: E402
 from agentapi.simulator.transport import HttpTransport  # noqa: E402
 
 PY = sys.executable
-MYSQL_DB = "fleet_bench"
-REDIS_URL = "redis://127.0.0.1:6379/5"
-SECRET = "bench-enroll-secret"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 LIVE_SQL = "SELECT * FROM os_version"
 LIVE_PREFIX = "fleet_distributed_query_"
 # One os_version row as osquery returns it (all values are strings).
@@ -103,215 +107,6 @@ class BenchContext:
 
 def _log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def mariadb_available() -> bool:
-    """MariaDB answers on its socket and the MySQL driver is installed (``make setup-mysql``)."""
-    if importlib.util.find_spec("MySQLdb") is None or not shutil.which("mariadb-admin"):
-        return False
-    ping = subprocess.run(["mariadb-admin", "--silent", "ping"], capture_output=True, timeout=10)
-    return ping.returncode == 0
-
-
-def redis_available() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
-    except Exception:
-        return False
-
-
-def mysql(statement: str) -> None:
-    """Run SQL as root over the socket (root has no password and cannot use TCP here)."""
-    subprocess.run(["mariadb", "-uroot", "-e", statement], check=True, capture_output=True, timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run([PY, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT, timeout=300)
-
-
-def tail_of(path: Path, lines: int = 20) -> str:
-    """The last lines of a server's log, for error messages ("" when it has none)."""
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
-def children_of(pid: int) -> list[int]:
-    """PIDs whose parent is ``pid`` (gunicorn's workers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of these processes, in seconds (a process that vanished counts 0)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
-    return total / CLK_TCK
-
-
-def service_pids(db: str, cache: str) -> list[int]:
-    """mariadbd and redis-server when the server uses them, to report their CPU too (not ours to stop)."""
-    pids = []
-    if db == "mariadb":
-        with contextlib.suppress(OSError, ValueError):
-            pids.append(int(Path("/run/mysqld/mysqld.pid").read_text().strip()))
-    if cache == "redis":
-        with contextlib.suppress(Exception):
-            import redis
-
-            pids.append(int(redis.Redis.from_url(REDIS_URL, socket_timeout=1).info("server")["process_id"]))
-    return pids
-
-
-class Server:
-    """gunicorn serving ``fleet.wsgi`` on 127.0.0.1, against MariaDB+Redis or the embedded default."""
-
-    name = "gunicorn"
-
-    def __init__(self, workers: int, db: str, cache: str, tmp: Path) -> None:
-        self.workers, self.db, self.cache, self.tmp = workers, db, cache, tmp
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.log_path = tmp / f"{self.name}.log"
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "fleet.settings",
-            "DJANGO_SECRET_KEY": "bench-" + "x" * 40,
-            "FLEET_VAR_DIR": str(tmp),
-            "STATIC_ROOT": str(tmp / "static"),
-            "LOG_LEVEL": "WARNING",
-            "DJANGO_DEBUG": "false",
-        }
-        for name in ("DATABASE_URL", "REDIS_URL", "SQLITE_PATH"):
-            self.env.pop(name, None)
-        if db == "mariadb":
-            self.env["DATABASE_URL"] = f"mysql://root@localhost/{MYSQL_DB}"
-        else:
-            self.env["SQLITE_PATH"] = str(tmp / "db.sqlite3")
-        if cache == "redis":
-            self.env["REDIS_URL"] = REDIS_URL
-
-    def prepare(self) -> None:
-        if self.db == "mariadb":
-            mysql(
-                f"DROP DATABASE IF EXISTS {MYSQL_DB}; CREATE DATABASE {MYSQL_DB} "
-                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-            )
-        if self.cache == "redis":
-            import redis
-
-            redis.Redis.from_url(REDIS_URL).flushdb()
-        manage(self.env, "migrate", "--noinput", "-v0")
-        code = f"from hosts.models import EnrollSecret; EnrollSecret.objects.get_or_create(secret={SECRET!r})"
-        manage(self.env, "shell", "-v0", "-c", code)
-
-    def share_data_with(self, other: Server) -> Server:
-        """Use ``other``'s database and Redis (a second server beside the main one)."""
-        for name in ("DATABASE_URL", "SQLITE_PATH", "REDIS_URL"):
-            self.env.pop(name, None)
-            if name in other.env:
-                self.env[name] = other.env[name]
-        return self
-
-    def command(self) -> list[str]:
-        gunicorn = str(Path(PY).parent / "gunicorn")
-        return [
-            gunicorn, "fleet.wsgi:application", "-b", f"127.0.0.1:{self.port}",
-            "-w", str(self.workers), "--log-level", "warning",
-        ]  # fmt: skip
-
-    def start(self) -> None:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                env=self.env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError(f"{self.name} did not answer /healthz within 60 s:\n{self.log_tail()}")
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid, *children_of(self.proc.pid)] if self.proc else []
-
-    def log_tail(self) -> str:
-        return tail_of(self.log_path)
-
-    def stop(self) -> None:
-        """SIGTERM the master (it stops its workers); SIGKILL whatever is left, by PID."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        workers = children_of(self.proc.pid)
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-    def cleanup(self) -> None:
-        if self.db == "mariadb":
-            with contextlib.suppress(Exception):
-                mysql(f"DROP DATABASE IF EXISTS {MYSQL_DB}")
-        if self.cache == "redis":
-            with contextlib.suppress(Exception):
-                import redis
-
-                redis.Redis.from_url(REDIS_URL).flushdb()
-
-
-class DaphneServer(Server):
-    """daphne serving ``fleet.asgi`` (the WebSockets) beside gunicorn, as in production."""
-
-    name = "daphne"
-
-    def __init__(self, db: str, cache: str, tmp: Path) -> None:
-        super().__init__(1, db, cache, tmp)
-        self.env["DATABASE_CONN_MAX_AGE"] = "0"  # ASGI processes leak persistent connections
-
-    def command(self) -> list[str]:
-        return [
-            PY,
-            "-m",
-            "daphne",
-            "-v",
-            "0",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "fleet.asgi:application",
-        ]
 
 
 # --- Django-side steps, in a child process with the server's environment -----------------------
@@ -388,7 +183,6 @@ def _django_serve() -> int:
 def _django_op(op: str, kwargs: dict[str, Any]) -> Any:
     """The Django side of the live-query scenarios (in the helper process)."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
     from campaigns import services
     from campaigns.models import ACTIVE_STATUSES, Campaign, CampaignResult
@@ -405,7 +199,9 @@ def _django_op(op: str, kwargs: dict[str, Any]) -> Any:
         return len(active)
 
     if op == "token":
-        return Token.objects.get_or_create(user=admin)[0].key
+        from knox.models import AuthToken
+
+        return AuthToken.objects.create(user=admin)[1]  # knox keeps only its digest: a new one each time
     if op == "stop_all":
         return stop_all()
     if op == "start":  # campaigns nobody answers unless the bench does

@@ -9,8 +9,10 @@ started, by process id.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +50,25 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 30.0) ->
     sys.exit(f"the server did not answer {url} within {timeout:.0f} s")
 
 
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def reachable_names(bind: str) -> list[str]:
+    """The names and addresses other machines may use for this one (``ALLOWED_HOSTS``).
+
+    Only when ``make run`` listens beyond loopback (``BIND``): the server's default allows
+    loopback names only, and a real osquery elsewhere sends this machine's name or address.
+    """
+    names = {socket.gethostname(), socket.getfqdn()}
+    if bind not in ("0.0.0.0", "::"):
+        names.add(bind)
+    with contextlib.suppress(OSError):
+        names.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+    with contextlib.suppress(OSError):
+        names.update(subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split())
+    return sorted(n if ":" not in n else f"[{n}]" for n in names if n)
+
+
 def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
     tls_port = int(os.environ.get("TLS_PORT", "8443"))
@@ -63,6 +84,9 @@ def main() -> None:
 
     children: list[subprocess.Popen] = []
     env = {**os.environ, "DATABASE_CONN_MAX_AGE": "0", "TLS_PORT": str(tls_port)}
+    if bind not in LOOPBACK and "DJANGO_ALLOWED_HOSTS" not in os.environ:
+        env["DJANGO_ALLOWED_HOSTS"] = ",".join(["localhost", "127.0.0.1", "[::1]", *reachable_names(bind)])
+        print(f"note: BIND={bind}: accepting requests for {env['DJANGO_ALLOWED_HOSTS']}")
     server = subprocess.Popen(
         [
             PYTHON, "-m", "daphne", "-v", "0",

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from hosts.models import Host, HostSeenTime, Team, UserRole
@@ -42,7 +42,12 @@ def user_with_role(username: str, role: str | None = None, team: Team | None = N
     return user
 
 
+def token_for(user, expiry: timedelta | None = timedelta(hours=1)) -> str:
+    """A new REST API token for ``user`` (what ``POST /api/v1/auth/token/`` hands out)."""
+    return AuthToken.objects.create(user=user, expiry=expiry)[1]
+
+
 def api_for(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     return client

@@ -94,7 +94,7 @@ def test_database_outage_is_not_node_invalid(client, agent):
 
     with connection.execute_wrapper(outage):
         response = agent.authed("distributed/read")
-    assert response.status_code == 500
+    assert response.status_code == 503
     assert response.json()["error"] and "node_invalid" not in response.json()
 
 

@@ -34,12 +34,12 @@ import aiohttp
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
-from rest_framework.authtoken.models import Token
 
 from campaigns import store as store_module
 from campaigns.store import RedisStore
 from hosts.models import EnrollSecret
 from tests.agent import host_details
+from tests.factories import token_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SPARE_REDIS_DBS = (14, 13, 12, 11, 10)
@@ -186,6 +186,7 @@ def _server_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
         DJANGO_SECRET_KEY="multiprocess-test-" + "k" * 40,
         FLEET_VAR_DIR=str(tmp_path / "var"),
         STATIC_ROOT=str(tmp_path / "static"),
+        DJANGO_SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback (production redirects)
         DATABASE_CONN_MAX_AGE="0",  # ASGI processes must not keep connections (they leak)
         OSQUERY_SEEN_FLUSH_INTERVAL="0",  # a check-in marks the host online at once
         LOG_LEVEL="WARNING",
@@ -283,7 +284,7 @@ async def _scenario(a: Daphne, b: Daphne, env: dict[str, str], token: str) -> di
 @pytest.mark.django_db(transaction=True)
 def test_result_written_to_one_process_reaches_a_watcher_on_another(tmp_path, redis_url):
     admin = get_user_model().objects.create_superuser("mp-admin", "mp@example.com", "pw")
-    token = Token.objects.create(user=admin).key
+    token = token_for(admin)
     EnrollSecret.objects.create(secret=SECRET)
 
     env = _server_env(tmp_path, redis_url)  # after the seed: SQLite copies the database here

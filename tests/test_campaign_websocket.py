@@ -7,13 +7,12 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from campaigns import services
 from fleet.asgi import application
 from hosts.models import EnrollSecret
 from tests.agent import Agent
-from tests.factories import user_with_role
+from tests.factories import token_for, user_with_role
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,7 +21,7 @@ def _setup(n_hosts: int = 3):
     """Admin with a token, enrolled online hosts (agents), and a campaign over all of them."""
     EnrollSecret.objects.create(secret="s3cret")
     admin = get_user_model().objects.create_superuser("admin", "a@example.com", "pw")
-    token = Token.objects.create(user=admin).key
+    token = token_for(admin)
     client = Client()
     agents = []
     for i in range(n_hosts):
@@ -130,7 +129,7 @@ async def test_session_cookie_from_our_origin_only():
 async def test_only_the_creator_and_admins_may_watch():
     admin, token, agents, campaign = await sync_to_async(_setup)(1)
     other = await sync_to_async(user_with_role)("maint", "maintainer")
-    other_token = (await sync_to_async(Token.objects.create)(user=other)).key
+    other_token = await sync_to_async(token_for)(other)
     ws = connect(campaign.id, [(b"authorization", f"Token {other_token}".encode())])
     assert (await ws.connect())[0]
     message = await ws.receive_json_from()
@@ -139,7 +138,7 @@ async def test_only_the_creator_and_admins_may_watch():
     assert closed == {"type": "websocket.close", "code": 4003}
 
     global_admin = await sync_to_async(user_with_role)("ga", "admin")
-    admin_token = (await sync_to_async(Token.objects.create)(user=global_admin)).key
+    admin_token = await sync_to_async(token_for)(global_admin)
     ws = connect(campaign.id, [(b"authorization", f"Token {admin_token}".encode())])
     assert (await ws.connect())[0]
     assert (await ws.receive_json_from())["type"] == "totals"

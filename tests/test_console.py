@@ -270,7 +270,8 @@ def cert(settings, tmp_path):
     return path
 
 
-def test_add_hosts_page(admin_client, cert, global_secret, team_secret, team):
+def test_add_hosts_page(admin_client, cert, global_secret, team_secret, team, settings):
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "fleet.example.com"]
     response = admin_client.get(ADD_HOSTS, HTTP_HOST="fleet.example.com:8000")
     assert response.status_code == 200
     page = response.content.decode()

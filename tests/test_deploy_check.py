@@ -1,7 +1,7 @@
 """Django's deployment checklist passes with the documented production environment.
 
 The variables come from docker/production.env.example, so what the example documents is what is
-tested. Only the secret key (a placeholder there) and the data directory are substituted, and the
+tested. Only the secrets (placeholders there) and the data directory are substituted, and the
 MySQL URL becomes an SQLite one when the MySQL driver is not installed (``check`` does not connect
 to the database, but Django imports the driver of the configured backend).
 """
@@ -28,6 +28,7 @@ REQUIRED = {
     "DJANGO_SECURE_COOKIES",
     "DJANGO_BEHIND_PROXY",
     "FLEET_VAR_DIR",
+    "METRICS_TOKEN",
 }
 
 pytestmark = pytest.mark.slow
@@ -58,6 +59,7 @@ def mysql_driver_installed() -> bool:
 def production_env(tmp_path: Path) -> dict[str, str]:
     variables = read_env_file(ENV_EXAMPLE)
     variables["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
+    variables["METRICS_TOKEN"] = secrets.token_urlsafe(32)
     variables["FLEET_VAR_DIR"] = str(tmp_path)
     if not mysql_driver_installed():
         variables["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
@@ -108,6 +110,11 @@ def test_example_holds_no_usable_secret_key():
     assert len(key) < 50 or "replace" in key.lower() or "change" in key.lower()
 
 
+def test_example_holds_no_usable_metrics_token():
+    token = read_env_file(ENV_EXAMPLE)["METRICS_TOKEN"]
+    assert token.startswith("replace-me")
+
+
 def test_check_deploy_passes_with_the_production_environment(tmp_path):
     result = manage(tmp_path, production_env(tmp_path), "check", "--deploy", "--fail-level", "WARNING")
     output = result.stdout + result.stderr
@@ -125,14 +132,41 @@ def test_check_deploy_fails_with_the_placeholder_secret_key(tmp_path):
     assert "security.W009" in result.stdout + result.stderr
 
 
-def test_check_deploy_fails_without_the_security_settings(tmp_path):
-    """The test can fail: dropping the HTTPS settings is reported."""
+def test_production_is_safe_with_only_the_required_variables(tmp_path):
+    """HTTPS redirect, HSTS and secure cookies are production's defaults, not opt-ins."""
+    full = production_env(tmp_path)
+    required = ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "METRICS_TOKEN", "DJANGO_ALLOWED_HOSTS")
+    variables = {name: full[name] for name in required}
+    variables["FLEET_VAR_DIR"] = full["FLEET_VAR_DIR"]
+    result = manage(tmp_path, variables, "check", "--deploy", "--fail-level", "WARNING")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "WARNINGS" not in output and "ERRORS" not in output
+
+
+def test_check_deploy_fails_when_the_security_settings_are_turned_off(tmp_path):
+    """The test can fail: turning the HTTPS settings off is reported."""
     variables = production_env(tmp_path)
-    for name in ("DJANGO_SECURE_SSL_REDIRECT", "DJANGO_SECURE_HSTS_SECONDS", "DJANGO_SECURE_COOKIES"):
-        del variables[name]
+    variables.update(
+        DJANGO_SECURE_SSL_REDIRECT="0", DJANGO_SECURE_HSTS_SECONDS="0", DJANGO_SECURE_COOKIES="0"
+    )
     variables.pop("DJANGO_SECURE_HSTS_PRELOAD", None)
     result = manage(tmp_path, variables, "check", "--deploy", "--fail-level", "WARNING")
     output = result.stdout + result.stderr
     assert result.returncode != 0
     for check_id in ("security.W004", "security.W008", "security.W012", "security.W016"):
         assert check_id in output, check_id
+
+
+def test_check_deploy_warns_without_a_metrics_token(tmp_path):
+    """Production with /metrics unprotected (so refused) is reported; so is the placeholder."""
+    variables = production_env(tmp_path)
+    del variables["METRICS_TOKEN"]
+    result = manage(tmp_path, variables, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+    assert "fleet.W001" in result.stdout + result.stderr
+
+    variables["METRICS_TOKEN"] = read_env_file(ENV_EXAMPLE)["METRICS_TOKEN"]
+    result = manage(tmp_path, variables, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+    assert "fleet.W002" in result.stdout + result.stderr

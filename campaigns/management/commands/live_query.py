@@ -15,7 +15,6 @@ answer it). The exit status is 1 if any host failed.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from typing import Any
@@ -26,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from campaigns import services
 from campaigns.models import ACTIVE_STATUSES, Campaign, CampaignResult, ResultState
+from fleet.csvsafe import SafeWriter
 
 POLL_INTERVAL = 0.2
 MAX_CELL_WIDTH = 60  # table cells wider than this are not padded beyond it (the line just runs on)
@@ -106,7 +106,7 @@ class _CSV:
     def __init__(self, out: OutputWrapper, err: OutputWrapper) -> None:
         self.out = out
         self.err = err
-        self.writer = csv.writer(out, lineterminator="\n")
+        self.writer = SafeWriter(out, lineterminator="\n")
         self.columns: list[str] | None = None
         self.dropped: set[str] = set()
 

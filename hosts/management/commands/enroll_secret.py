@@ -1,7 +1,9 @@
 """``manage.py enroll_secret add [SECRET] [--team NAME]``, ``enroll_secret list`` and ``remove``.
 
 Checks go through ``hosts.services.validate_enroll_secret`` (uniqueness, 50 per scope), the same
-as the console and REST API.
+as the console and REST API. ``list`` prints the values: the command runs with the server's own
+database credentials, so whoever can run it is an operator who could read them anyway (the
+console and REST API show them only to admins and maintainers of their scope).
 """
 
 from __future__ import annotations

@@ -1,0 +1,126 @@
+"""A Redis cache that degrades to "always a miss" while Redis is down, instead of failing requests.
+
+Everything cached in this project can be rebuilt from the database (node-key states, rendered
+configs, label lists), so an unreachable Redis must make the agent API slower, never refuse it.
+Django's ``RedisCache`` raises on every call while Redis is down, and each call first waits for
+its connect timeout; here the first failure opens a circuit for ``retry_seconds`` during which
+every call answers at once as a miss (reads) or a no-op (writes), then one call tries Redis again.
+Failures are logged once per outage, not once per request.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.core.cache.backends.redis import RedisCache
+from redis import RedisError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Circuit:
+    """Open after a failure; half-open (one caller tries) once ``retry_seconds`` have passed.
+
+    ``name`` says in the log what is unavailable; an outage is logged when it starts and ends.
+    """
+
+    def __init__(self, retry_seconds: float, name: str = "cache (Redis)") -> None:
+        self.retry_seconds = retry_seconds
+        self.name = name
+        self._open_until = 0.0
+        self._outage_started = 0.0
+        self._lock = threading.Lock()
+
+    def allows(self) -> bool:
+        return time.monotonic() >= self._open_until
+
+    def failed(self, exc: Exception) -> None:
+        with self._lock:
+            first = self._outage_started == 0.0
+            now = time.monotonic()
+            self._open_until = now + self.retry_seconds
+            if first:
+                self._outage_started = now
+        if first:
+            logger.warning("%s unavailable until it is back: %s", self.name, exc.__class__.__name__)
+
+    def succeeded(self) -> None:
+        if self._outage_started:
+            with self._lock:
+                started, self._outage_started = self._outage_started, 0.0
+            if started:
+                logger.warning("%s is back after %.0f s", self.name, time.monotonic() - started)
+
+    @property
+    def is_open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+
+def _guarded(default: Callable[..., Any]) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Run the cache call through the circuit; on failure answer ``default(*args, **kwargs)``."""
+
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def call(self: ResilientRedisCache, *args: Any, **kwargs: Any) -> T:
+            if not self.circuit.allows():
+                return default(*args, **kwargs)
+            try:
+                result = method(self, *args, **kwargs)
+            except (RedisError, OSError) as exc:
+                self.circuit.failed(exc)
+                return default(*args, **kwargs)
+            self.circuit.succeeded()
+            return result
+
+        return call
+
+    return decorate
+
+
+def _given_default(key: Any, default: Any = None, *args: Any, **kwargs: Any) -> Any:
+    return default
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _false(*args: Any, **kwargs: Any) -> bool:
+    return False
+
+
+def _empty_dict(*args: Any, **kwargs: Any) -> dict:
+    return {}
+
+
+def _all_failed(data: dict, *args: Any, **kwargs: Any) -> list:
+    return list(data)
+
+
+class ResilientRedisCache(RedisCache):
+    """``RedisCache`` with a circuit breaker; ``OPTIONS["RETRY_SECONDS"]`` (default 5) tunes it."""
+
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        options = dict(params.get("OPTIONS") or {})
+        retry_seconds = float(options.pop("RETRY_SECONDS", 5.0))
+        super().__init__(server, {**params, "OPTIONS": options})
+        self.circuit = Circuit(retry_seconds)
+
+    get = _guarded(_given_default)(RedisCache.get)
+    get_many = _guarded(_empty_dict)(RedisCache.get_many)
+    has_key = _guarded(_false)(RedisCache.has_key)
+    set = _guarded(_nothing)(RedisCache.set)
+    add = _guarded(_false)(RedisCache.add)
+    touch = _guarded(_false)(RedisCache.touch)
+    delete = _guarded(_false)(RedisCache.delete)
+    set_many = _guarded(_all_failed)(RedisCache.set_many)
+    delete_many = _guarded(_nothing)(RedisCache.delete_many)
+    get_or_set = _guarded(lambda key, default, *a, **k: default() if callable(default) else default)(
+        RedisCache.get_or_set
+    )

@@ -1,0 +1,69 @@
+"""Live-query WebSockets on the Redis channel layer stay open for minutes, not 5 seconds.
+
+redis-py 6+ gives every socket a 5 s read timeout by default, the same as channels-redis' 5 s
+blocking read: an idle consumer's read then timed out, the consumer crashed and the browser saw
+close code 1011 after about 5 s, before any late answer could be streamed. These tests hold a
+socket on the real Redis layer (the production settings' own, or the same function's output in
+the embedded run) for longer than a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
+
+from fleet.settings import redis_channel_layer
+from tests.test_campaign_websocket import _setup, answer, connect, receive_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+HOLD_SECONDS = int(os.environ.get("WS_HOLD_SECONDS", "65"))  # over a minute, as the issue asks
+
+
+def _redis_up() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def redis_layer(settings):
+    if django_settings.REDIS_URL:
+        yield  # the production settings' own layer
+        return
+    if not _redis_up():
+        pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
+    settings.CHANNEL_LAYERS = {"default": redis_channel_layer("redis://127.0.0.1:6379/14")}
+    yield
+
+
+async def test_an_idle_watcher_stays_connected_and_gets_a_late_answer(redis_layer):
+    admin, token, agents, campaign = await sync_to_async(_setup)(2)
+    ws = connect(campaign.id, [(b"authorization", f"Token {token}".encode())])
+    assert (await ws.connect())[0]
+    await receive_until(ws, "status")
+    # Nothing arrives for over a minute; the socket must neither close nor crash (1011).
+    assert await ws.receive_nothing(timeout=HOLD_SECONDS, interval=1.0)
+    await sync_to_async(answer)(agents[0], campaign.id, [{"name": "late"}])
+    messages = await receive_until(ws, "status", timeout=10)
+    results = [m["data"] for m in messages if m["type"] == "result"]
+    assert [r["rows"] for r in results] == [[{"name": "late"}]]
+    await ws.disconnect()
+
+
+async def test_an_unauthenticated_socket_is_closed_with_4001_not_1011(redis_layer):
+    admin, token, agents, campaign = await sync_to_async(_setup)(1)
+    ws = connect(campaign.id)
+    assert (await ws.connect())[0]
+    message = await ws.receive_json_from(timeout=15)  # the consumer's auth timeout is 10 s
+    assert message["type"] == "error" and "authentication required" in message["data"]
+    closed = await ws.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4001}
+    await asyncio.sleep(0)
