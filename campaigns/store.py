@@ -224,12 +224,12 @@ class RedisStore(LiveQueryStore):
     def __init__(self, url: str, ttl: int, active_cache_seconds: float) -> None:
         import redis
 
-        from fleet.cache import Circuit
+        from fleet.cache import circuit_for
 
         # Check-ins and answers make small calls: they fail fast (REDIS_SOCKET_TIMEOUT), and after a
-        # failure the circuit skips Redis for REDIS_RETRY_SECONDS, so a hung Redis costs a process
-        # one timeout per retry period, not one per check-in. Starting a campaign writes a bitmap
-        # of up to megabytes and may take longer.
+        # failure the circuit (the cache's, for the same server) skips Redis for REDIS_RETRY_SECONDS,
+        # so a hung Redis costs a process one timeout per retry period, not one per check-in.
+        # Starting a campaign writes a bitmap of up to megabytes and may take longer.
         self._redis = redis.Redis.from_url(
             url,
             socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
@@ -240,7 +240,7 @@ class RedisStore(LiveQueryStore):
             socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
             socket_timeout=max(settings.REDIS_SOCKET_TIMEOUT, 5.0),
         )
-        self.circuit = Circuit(settings.REDIS_RETRY_SECONDS, "live-query store (Redis)")
+        self.circuit = circuit_for(url, settings.REDIS_RETRY_SECONDS)  # shared with the cache
         self._ttl = ttl
         self._cache_seconds = active_cache_seconds
         # campaign id -> (SQL, copy of its pending-hosts bitmap, or None when it is too big to copy)

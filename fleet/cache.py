@@ -30,7 +30,7 @@ class Circuit:
     ``name`` says in the log what is unavailable; an outage is logged when it starts and ends.
     """
 
-    def __init__(self, retry_seconds: float, name: str = "cache (Redis)") -> None:
+    def __init__(self, retry_seconds: float, name: str = "Redis") -> None:
         self.retry_seconds = retry_seconds
         self.name = name
         self._open_until = 0.0
@@ -38,7 +38,17 @@ class Circuit:
         self._lock = threading.Lock()
 
     def allows(self) -> bool:
-        return time.monotonic() >= self._open_until
+        """Whether to call Redis now: always when it works; during an outage, one probe a period."""
+        now = time.monotonic()
+        if now < self._open_until:
+            return False
+        if not self._outage_started:
+            return True
+        with self._lock:  # the first caller after the period probes; the others keep skipping
+            if now < self._open_until:
+                return False
+            self._open_until = now + self.retry_seconds
+            return True
 
     def failed(self, exc: Exception) -> None:
         with self._lock:
@@ -54,12 +64,30 @@ class Circuit:
         if self._outage_started:
             with self._lock:
                 started, self._outage_started = self._outage_started, 0.0
+                self._open_until = 0.0
             if started:
                 logger.warning("%s is back after %.0f s", self.name, time.monotonic() - started)
 
     @property
     def is_open(self) -> bool:
         return time.monotonic() < self._open_until
+
+
+_circuits: dict[str, Circuit] = {}
+_circuits_lock = threading.Lock()
+
+
+def circuit_for(url: str, retry_seconds: float) -> Circuit:
+    """The process's circuit for one Redis server, shared by the cache and the live-query store.
+
+    One server, one verdict: while it hangs, a process then pays one timeout per retry period in
+    all, not one per client.
+    """
+    with _circuits_lock:
+        circuit = _circuits.get(url)
+        if circuit is None:
+            circuit = _circuits[url] = Circuit(retry_seconds, "Redis")
+        return circuit
 
 
 def _guarded(default: Callable[..., Any]) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -104,13 +132,13 @@ def _all_failed(data: dict, *args: Any, **kwargs: Any) -> list:
 
 
 class ResilientRedisCache(RedisCache):
-    """``RedisCache`` with a circuit breaker; ``OPTIONS["RETRY_SECONDS"]`` (default 5) tunes it."""
+    """``RedisCache`` with a circuit breaker; ``OPTIONS["RETRY_SECONDS"]`` tunes it (settings: 10 s)."""
 
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         options = dict(params.get("OPTIONS") or {})
         retry_seconds = float(options.pop("RETRY_SECONDS", 5.0))
         super().__init__(server, {**params, "OPTIONS": options})
-        self.circuit = Circuit(retry_seconds)
+        self.circuit = circuit_for(server, retry_seconds)
 
     get = _guarded(_given_default)(RedisCache.get)
     get_many = _guarded(_empty_dict)(RedisCache.get_many)

@@ -148,8 +148,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # so its calls may fail fast; the channel layer's socket timeout must outlast channels-redis'
 # 5 s blocking read, or every idle WebSocket is closed after 5 s (redis-py 6+ defaults to 5 s).
 REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=0.5)
-REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=1.0)
-REDIS_RETRY_SECONDS = env.float("REDIS_RETRY_SECONDS", default=5.0)
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.5)
+REDIS_RETRY_SECONDS = env.float("REDIS_RETRY_SECONDS", default=10.0)
 CHANNEL_LAYER_SOCKET_TIMEOUT = 15.0
 
 

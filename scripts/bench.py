@@ -53,6 +53,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import fuzzrecord  # noqa: E402  (scripts/fuzzrecord.py, beside this file)
 from servers import (  # noqa: E402  (scripts/servers.py, beside this file)
     SECRET,
     DaphneServer,
@@ -726,6 +727,12 @@ def write_report(
         *verdicts(results),
         "",
         *live_section,
+        *fuzzrecord.report_lines(),
+        "## Outages and long-lived WebSockets",
+        "",
+        "A minute of Redis down and a minute hung under simulated agents, and a live-query WebSocket "
+        "held for 10 minutes, in the production shape: [resilience.md](resilience.md) (`make soak`).",
+        "",
         "## Set-up figures",
         "",
         *[f"- {note}" for note in ctx.notes],

@@ -48,6 +48,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import fuzzrecord  # noqa: E402  (scripts/fuzzrecord.py, beside this file)
 from servers import (  # noqa: E402  (scripts/servers.py, beside this file)
     PY,
     DaphneServer,
@@ -1811,6 +1812,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--redis-db", type=int, default=6, help="Redis database index (flushed)")
     parser.add_argument("--tmp-dir", help="where the server's files go (default: a new temporary directory)")
     parser.add_argument("--json", help="write the summary to this file as JSON")
+    parser.add_argument(
+        "--record", action="store_true", help="keep the figures in docs/fuzz-results.json (benchmarks.md)"
+    )
     parser.add_argument("--no-live-check", action="store_true", help="skip the live-query storage check")
     args = parser.parse_args(argv)
     if args.url and not args.enroll_secret:
@@ -1907,6 +1911,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
         _log(f"wrote {args.json}")
+    if args.record:
+        fuzzrecord.record(summary)
+        _log(f"recorded the run in {fuzzrecord.RESULTS} (rendered into docs/benchmarks.md by make bench)")
     return 1 if defects else 0
 
 

@@ -259,3 +259,19 @@ def test_a_hung_live_query_store_costs_one_timeout_per_retry_period(settings):
         time.sleep(2.1)
         assert store.queries_for_host(1) == {}  # back after the retry period
         assert store.circuit.allows()
+
+
+def test_the_cache_and_the_store_share_one_circuit_per_redis_server(redis_proxy, settings):
+    """One hung server costs one timeout per retry period, not one per client."""
+    from django.core.cache import cache
+
+    from campaigns.store import RedisStore
+
+    url = settings.CACHES["default"]["LOCATION"]
+    store = RedisStore(url, ttl=60, active_cache_seconds=0.0)
+    assert store.circuit is cache.circuit
+    redis_proxy.hang()
+    started = time.monotonic()
+    cache.get("anything")  # waits one timeout, opens the circuit
+    assert store.queries_for_host(1) == {}  # answered at once: the circuit is already open
+    assert time.monotonic() - started < 1.8
