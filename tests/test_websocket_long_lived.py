@@ -9,8 +9,11 @@ the embedded run) for longer than a minute.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import threading
+from collections.abc import Awaitable, Callable
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -32,6 +35,31 @@ def _redis_up() -> bool:
     return True
 
 
+def run_on_own_loop(scenario: Callable[[], Awaitable[None]], timeout: float) -> None:
+    """Run ``scenario`` on an event loop of its own thread, and fail if it takes over ``timeout``.
+
+    Closing a loop cancels its remaining tasks and waits for them; a channels-redis reader left
+    behind by a consumer has been seen never to finish, which hung the whole suite in that wait.
+    This loop is left to its daemon thread instead, so the worst case is a failed test.
+    """
+    outcome: dict[str, BaseException | None] = {}
+
+    def target() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(asyncio.wait_for(scenario(), timeout))
+            outcome["error"] = None
+        except BaseException as exc:  # reported to the test below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="long-lived-websocket", daemon=True)
+    thread.start()
+    thread.join(timeout + 15)
+    assert "error" in outcome, f"the scenario did not end within {timeout + 15:.0f} s"
+    if outcome["error"] is not None:
+        raise outcome["error"]
+
+
 @pytest.fixture
 def redis_layer(settings):
     if django_settings.REDIS_URL:
@@ -43,7 +71,11 @@ def redis_layer(settings):
     yield
 
 
-async def test_an_idle_watcher_stays_connected_and_gets_a_late_answer(redis_layer):
+def test_an_idle_watcher_stays_connected_and_gets_a_late_answer(redis_layer):
+    run_on_own_loop(_idle_watcher, timeout=HOLD_SECONDS + 40)
+
+
+async def _idle_watcher() -> None:
     admin, token, agents, campaign = await sync_to_async(_setup)(2)
     ws = connect(campaign.id, [(b"authorization", f"Token {token}".encode())])
     assert (await ws.connect())[0]
@@ -57,7 +89,11 @@ async def test_an_idle_watcher_stays_connected_and_gets_a_late_answer(redis_laye
     await ws.disconnect()
 
 
-async def test_an_unauthenticated_socket_is_closed_with_4001_not_1011(redis_layer):
+def test_an_unauthenticated_socket_is_closed_with_4001_not_1011(redis_layer):
+    run_on_own_loop(_unauthenticated, timeout=40)
+
+
+async def _unauthenticated() -> None:
     admin, token, agents, campaign = await sync_to_async(_setup)(1)
     ws = connect(campaign.id)
     assert (await ws.connect())[0]
