@@ -291,17 +291,12 @@ class RedisStore(LiveQueryStore):
         """Never fails a check-in: with Redis down, hosts get no live queries until it is back."""
         from redis import RedisError
 
-        if not self.circuit.allows():
-            return {}
         try:
-            found = self._queries_for_host(host_id)
-        except RedisError as exc:
+            return self.circuit.call(self._queries_for_host, host_id)
+        except RedisError:  # logged once per outage by the circuit; no live queries meanwhile
             with self._lock:
                 self._active, self._active_until = {}, 0.0
-            self.circuit.failed(exc)  # logged once per outage; no live queries are sent meanwhile
             return {}
-        self.circuit.succeeded()
-        return found
 
     def _queries_for_host(self, host_id: int) -> dict[int, str]:
         active = self._active_campaigns()
@@ -324,24 +319,9 @@ class RedisStore(LiveQueryStore):
                     found[campaign_id] = active[campaign_id][0]
         return found
 
-    def _guarded(self, call, *args, **kwargs):
-        """Run a Redis call through the circuit: while it is open, fail at once."""
-        from redis import ConnectionError as RedisConnectionError
-        from redis import RedisError
-
-        if not self.circuit.allows():
-            raise RedisConnectionError("the live-query store is unavailable (retrying shortly)")
-        try:
-            result = call(*args, **kwargs)
-        except RedisError as exc:
-            self.circuit.failed(exc)
-            raise
-        self.circuit.succeeded()
-        return result
-
     def complete_host(self, campaign_id: int, host_id: int) -> Completion | None:
         keys = [_key(campaign_id, part) for part in ("hosts", "remaining", "answered")]
-        result = self._guarded(self._complete, keys=keys, args=[host_id])
+        result = self.circuit.call(self._complete, keys=keys, args=[host_id])
         cached = self._active.get(campaign_id)
         if cached is not None and cached[1] is not None and host_id >> 3 < len(cached[1]):
             cached[1][host_id >> 3] &= ~(0x80 >> (host_id & 7)) & 0xFF  # this process's copy, at once
@@ -351,7 +331,7 @@ class RedisStore(LiveQueryStore):
 
     def reserve_rows(self, campaign_id: int, wanted: int, cap: int) -> int:
         keys = [_key(campaign_id, "rows"), _key(campaign_id, "sql")]
-        return int(self._guarded(self._reserve, keys=keys, args=[wanted, cap]))
+        return int(self.circuit.call(self._reserve, keys=keys, args=[wanted, cap]))
 
     def stop(self, campaign_id: int) -> None:
         pipe = self._redis.pipeline(transaction=True)

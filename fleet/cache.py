@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.core.cache.backends.redis import RedisCache
+from redis import ConnectionError as RedisConnectionError
 from redis import RedisError
 
 logger = logging.getLogger(__name__)
@@ -68,9 +69,22 @@ class Circuit:
             if started:
                 logger.warning("%s is back after %.0f s", self.name, time.monotonic() - started)
 
-    @property
-    def is_open(self) -> bool:
-        return time.monotonic() < self._open_until
+    def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``method(*args, **kwargs)`` through the circuit: ``CircuitOpen`` while it is open, and a
+        Redis failure opens it (then propagates)."""
+        if not self.allows():
+            raise CircuitOpen(f"{self.name} is unavailable (retrying shortly)")
+        try:
+            result = method(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            self.failed(exc)
+            raise
+        self.succeeded()
+        return result
+
+
+class CircuitOpen(RedisConnectionError):
+    """Redis is skipped for now; a ``RedisError``, so callers handle it like a refused connection."""
 
 
 _circuits: dict[str, Circuit] = {}
@@ -96,15 +110,10 @@ def _guarded(default: Callable[..., Any]) -> Callable[[Callable[..., T]], Callab
     def decorate(method: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(method)
         def call(self: ResilientRedisCache, *args: Any, **kwargs: Any) -> T:
-            if not self.circuit.allows():
-                return default(*args, **kwargs)
             try:
-                result = method(self, *args, **kwargs)
-            except (RedisError, OSError) as exc:
-                self.circuit.failed(exc)
+                return self.circuit.call(method, self, *args, **kwargs)
+            except (RedisError, OSError):
                 return default(*args, **kwargs)
-            self.circuit.succeeded()
-            return result
 
         return call
 
