@@ -9,7 +9,7 @@ DEMO_HOSTS ?= 25
 PYTEST_ARGS ?= -n 2
 export PORT TLS_PORT DEMO_HOSTS
 
-.PHONY: setup setup-mysql run test test-mysql lint bench fuzz soak clean
+.PHONY: setup setup-mysql chromium run test e2e test-mysql lint bench bench-console fuzz soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ test: setup
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest -p no:cacheprovider -q $(PYTEST_ARGS)
+	$(MAKE) e2e
+
+# Debian's Chromium for the browser tests (Playwright never downloads a browser here).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# The browser tests (e2e/, docs/testing.md): their own pytest run, since Playwright's event loop
+# and pytest-asyncio's cannot share a process. Screenshots and server logs go to test-results/.
+e2e: setup chromium
+	$(PY) -m pytest -c e2e/pytest.ini -q e2e $(E2E_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .
@@ -51,4 +61,9 @@ soak: setup
 	$(PY) scripts/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var test-results
+
+# Console pages (dashboard, host list, host page, CSV) at 100,000 hosts on MariaDB (docs/benchmarks.md).
+bench-console: setup
+	-$(MAKE) setup-mysql
+	$(PY) scripts/bench_console.py $(BENCH_ARGS)

@@ -22,8 +22,6 @@ from django.utils.text import Truncator
 
 from campaigns import admin_views, services
 from campaigns.models import Campaign, CampaignResult, CampaignStatus, ResultState
-from hosts.choices import Role
-from hosts.permissions import visible_team_ids
 
 STATUS_COLOURS = {
     CampaignStatus.WAITING: "#9a6700",
@@ -32,11 +30,6 @@ STATUS_COLOURS = {
     CampaignStatus.STOPPED: "#6e7781",
     CampaignStatus.EXPIRED: "#6e7781",
 }
-
-
-def _sees_all(user: Any) -> bool:
-    """Superusers and global admins see every campaign, as ``services.may_watch`` lets them."""
-    return user.is_superuser or visible_team_ids(user, {Role.ADMIN}) is None
 
 
 @admin.register(Campaign)
@@ -54,8 +47,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
     # --- who may do what ------------------------------------------------------------------------
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
-        campaigns = super().get_queryset(request)
-        return campaigns if _sees_all(request.user) else campaigns.filter(created_by=request.user)
+        return services.watchable(super().get_queryset(request), request.user)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return admin_views.may_run_live_queries(request.user)

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -35,12 +35,15 @@ from campaigns import services
 from campaigns.forms import MAX_PRESELECTED, LiveQueryForm, TargetForm, parse_id_list
 from campaigns.models import Campaign, CampaignResult
 from campaigns.services import CampaignError, Targets
-from hosts.choices import HostStatus
+from fleet.numbers import parse_id
+from hosts.choices import HostStatus, Role
 from hosts.models import Host, Label, Team
+from hosts.permissions import has_any_role, visible_team_ids
 from hosts.status import status_of
+from queries.models import Query
 
 # The server-rendered list of hosts that have not answered stops here; the counts stay exact.
-NOT_ANSWERED_SHOWN = 500
+NOT_ANSWERED_SHOWN = 50  # per list; a scroll box holds them, the counts stay exact
 # Where the REST API serves a campaign's kept results as CSV (session auth works there too).
 CSV_EXPORT_PATH = "/api/v1/campaigns/{id}/results/?format=csv"
 WEBSOCKET_PATH = "/ws/campaigns/{id}/"
@@ -58,6 +61,36 @@ def may_run_live_queries(user: Any) -> bool:
 def _check_may_run(request: HttpRequest) -> None:
     if not may_run_live_queries(request.user):
         raise PermissionDenied("Your role may not run live queries.")
+
+
+def _saved_query(request: HttpRequest) -> Query | None:
+    """The saved query named by ``?query_id=`` (or the posted one), if any; 404 when not visible."""
+    query_id = parse_id(request.POST.get("query_id") or request.GET.get("query_id"))
+    if query_id is None:
+        return None
+    try:
+        return services.saved_query_for(request.user, query_id)
+    except CampaignError:
+        raise Http404("no such query") from None
+
+
+def _roles_for(query: Query | None) -> frozenset[str]:
+    """Who may run it: observers too for a saved query marked observer_can_run (as in REST)."""
+    if query is not None and query.observer_can_run:
+        return services.RUN_ROLES | {Role.OBSERVER}
+    return services.RUN_ROLES
+
+
+def _refused(request: HttpRequest, query: Query | None) -> TemplateResponse:
+    """Why the user may not run this, and what they may run instead (observers: marked queries)."""
+    allowed = Query.objects.none()
+    if query is None and has_any_role(request.user, {Role.OBSERVER}):
+        visible = visible_team_ids(request.user)
+        allowed = Query.objects.filter(observer_can_run=True).order_by("name")
+        if visible is not None:
+            allowed = allowed.filter(Q(team__isnull=True) | Q(team_id__in=visible))
+    context = _context(request, "Live query not allowed", saved_query=query, allowed_queries=allowed[:100])
+    return TemplateResponse(request, "admin/campaigns/campaign/refused.html", context, status=403)
 
 
 def _sentence(message: str) -> str:
@@ -84,13 +117,23 @@ def campaign_url(campaign_id: int) -> str:
 def live_query(request: HttpRequest) -> HttpResponse:
     """GET: the empty form (``?host_ids=1,2`` preselects hosts, ``?sql=`` fills the SQL).
     POST: create the campaign and go to its page; any ``CampaignError`` is a form error and
-    nothing is started."""
-    _check_may_run(request)
+    nothing is started. ``?query_id=`` runs a saved query as it is (its SQL is not editable),
+    which observers may do for queries marked observer_can_run."""
+    query = _saved_query(request)
+    roles = _roles_for(query)
+    try:
+        services.check_may_run(request.user, roles)
+    except CampaignError:
+        return _refused(request, query)
     if request.method == "POST":
-        form = LiveQueryForm(request.POST, user=request.user)
+        form = LiveQueryForm(request.POST, user=request.user, roles=roles, saved_query=query)
         if form.is_valid():
+            user, targets = request.user, form.targets()
             try:
-                campaign = services.create_campaign(request.user, form.cleaned_data["sql"], form.targets())
+                if query is None:
+                    campaign = services.create_campaign(user, form.cleaned_data["sql"], targets)
+                else:
+                    campaign = services.create_campaign_for_query(user, query.pk, targets)
             except CampaignError as exc:
                 form.add_error(None, _sentence(str(exc)))
             else:
@@ -99,13 +142,16 @@ def live_query(request: HttpRequest) -> HttpResponse:
         form = LiveQueryForm(
             user=request.user,
             preselected=parse_id_list(request.GET.get("host_ids")),
-            initial={"sql": request.GET.get("sql", "")},
+            initial={"sql": query.query if query else request.GET.get("sql", "")},
+            roles=roles,
+            saved_query=query,
         )
     context = _context(
         request,
-        "New live query",
+        f"Run {query.name}" if query else "New live query",
         form=form,
-        count_url=reverse("admin:campaigns_campaign_count"),
+        saved_query=query,
+        count_url=reverse("admin:campaigns_campaign_count") + (f"?query_id={query.pk}" if query else ""),
     )
     return TemplateResponse(request, "admin/campaigns/campaign/live_query.html", context)
 
@@ -117,13 +163,18 @@ def target_count(request: HttpRequest) -> JsonResponse:
     same fields as the live-query form. Errors (unknown host or team, nothing picked) come back
     as ``{"error": ...}`` with the status ``services`` gives them.
     """
-    _check_may_run(request)
-    form = TargetForm(request.POST if request.method == "POST" else request.GET, user=request.user)
+    roles = _roles_for(_saved_query(request))
+    try:
+        services.check_may_run(request.user, roles)
+    except CampaignError as exc:
+        return JsonResponse({"error": _sentence(str(exc))}, status=exc.status)
+    data = request.POST if request.method == "POST" else request.GET
+    form = TargetForm(data, user=request.user, roles=roles)
     if not form.is_valid():
         errors = [_sentence(e) for field_errors in form.errors.values() for e in field_errors]
         return JsonResponse({"error": " ".join(errors)}, status=400)
     try:
-        host_ids = services.resolve_targets(request.user, Targets.parse(form.targets()))
+        host_ids = services.resolve_targets(request.user, Targets.parse(form.targets()), roles)
     except CampaignError as exc:
         return JsonResponse({"error": _sentence(str(exc))}, status=exc.status)
     counts = services.count_targets(host_ids)
@@ -140,9 +191,10 @@ def target_count(request: HttpRequest) -> JsonResponse:
 # --- the campaign page -----------------------------------------------------------------------------
 def watchable_campaign(request: HttpRequest, campaign_id: Any) -> Campaign:
     """The campaign, if the user may watch it (its creator, or an admin): else 404 or 403."""
-    if not str(campaign_id).isdigit():
+    pk = parse_id(str(campaign_id))
+    if pk is None:
         raise Http404("No such campaign.")
-    campaign = Campaign.objects.select_related("created_by").filter(pk=int(campaign_id)).first()
+    campaign = Campaign.objects.select_related("created_by").filter(pk=pk).first()
     if campaign is None:
         raise Http404("No such campaign.")
     if not services.may_watch(request.user, campaign):

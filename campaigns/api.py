@@ -48,10 +48,9 @@ from campaigns.serializers import (
     page_breakdowns,
 )
 from fleet.csvsafe import SafeWriter, safe_cell
-from hosts.choices import Role
 from hosts.models import Host
 from hosts.paginators import CappedLimitOffsetPagination
-from hosts.permissions import has_any_role, visible_team_ids
+from hosts.permissions import has_any_role
 
 RUN_TIMEOUT_CAP = 120.0  # seconds; a request held longer than this is a worker lost to one script
 POLL_INTERVAL = 0.2
@@ -66,11 +65,6 @@ class CampaignAPIError(APIException):
     def __init__(self, message: str, status_code: int = status.HTTP_400_BAD_REQUEST) -> None:
         self.status_code = status_code
         super().__init__(detail=message)
-
-
-def sees_all_campaigns(user: Any) -> bool:
-    """Superusers and global admins list everyone's campaigns; everybody else their own."""
-    return bool(user.is_superuser or visible_team_ids(user, {Role.ADMIN}) is None)
 
 
 class HasFleetRole(BasePermission):
@@ -268,9 +262,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         campaigns = Campaign.objects.select_related("created_by")
         if self.action == "list":
             # Resolved host ids can be long lists; a page of campaigns does not need them.
-            campaigns = campaigns.defer("host_ids")
-            if not sees_all_campaigns(self.request.user):
-                campaigns = campaigns.filter(created_by=self.request.user)
+            campaigns = services.watchable(campaigns.defer("host_ids"), self.request.user)
         return campaigns
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from campaigns import services, stream
-from campaigns.models import Campaign, CampaignResult, ResultState
+from campaigns.models import Campaign, CampaignResult, CampaignStatus, ResultState
 from fleet.ws_auth import user_for_token
 
 AUTH_TIMEOUT = 10.0  # seconds to send an ``auth`` message when the handshake carried no login
@@ -38,6 +38,9 @@ class _Counts:
         self.answered.add(host_id)
         self.offline_left.discard(host_id)
         self.by_state[result["state"]] = self.by_state.get(result["state"], 0) + 1
+        if self.campaign.status == CampaignStatus.WAITING:
+            # The first answer makes the campaign running (services.record_answer writes the same).
+            self.campaign.status = CampaignStatus.RUNNING
         return True
 
     def breakdown(self) -> dict[str, int]:

@@ -20,7 +20,7 @@ from hosts.filters import with_host_counts
 from hosts.models import Host, Label, Team
 from hosts.permissions import scope_queryset, visible_team_ids
 from hosts.status import status_of
-from queries.sql import validate_sql
+from queries.sql import MAX_SQL_LENGTH, validate_sql
 
 # Hostnames, UUIDs and serials never hold commas or white space, so either separates them.
 _SEPARATORS = re.compile(r"[\s,;]+")
@@ -43,16 +43,16 @@ def parse_id_list(value: str | None) -> list[int]:
     return list(dict.fromkeys(ids))[:MAX_PRESELECTED]
 
 
-def runnable_teams(user: Any) -> QuerySet[Team]:
+def runnable_teams(user: Any, roles: frozenset[str] = RUN_ROLES) -> QuerySet[Team]:
     """The teams whose hosts the user may live query, with their host counts for the picker."""
-    team_ids = visible_team_ids(user, RUN_ROLES)
+    team_ids = visible_team_ids(user, roles)
     teams = Team.objects.all() if team_ids is None else Team.objects.filter(id__in=team_ids)
     return with_host_counts(teams.order_by("name"))
 
 
-def runnable_hosts(user: Any) -> QuerySet[Host]:
+def runnable_hosts(user: Any, roles: frozenset[str] = RUN_ROLES) -> QuerySet[Host]:
     """The hosts the user may live query (the same scope ``services.resolve_targets`` applies)."""
-    return scope_queryset(Host.objects.all(), user, RUN_ROLES)
+    return scope_queryset(Host.objects.all(), user, roles)
 
 
 class TeamChoiceField(forms.ModelMultipleChoiceField):
@@ -90,16 +90,23 @@ class TargetForm(forms.Form):
                 "cols": 60,
                 "class": "vLargeTextField live-query-hosts",
                 "spellcheck": "false",
-                "placeholder": "hostname, UUID or serial number; one per line or separated by commas",
+                "placeholder": "host name, UUID or serial number; one per line or separated by commas",
             }
         ),
-        help_text="Hostnames, UUIDs, hardware serials or host ids.",
+        help_text="Names as the host list shows them, hostnames, UUIDs, hardware serials or host ids.",
     )
 
-    def __init__(self, *args: Any, user: Any, preselected: list[int] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        user: Any,
+        preselected: list[int] | None = None,
+        roles: frozenset[str] = RUN_ROLES,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.user = user
-        self.fields["teams"].queryset = runnable_teams(user)
+        self.fields["teams"].queryset = runnable_teams(user, roles)
         self.fields["labels"] = forms.ModelMultipleChoiceField(
             queryset=Label.objects.order_by("name"), required=False, widget=forms.CheckboxSelectMultiple
         )
@@ -108,7 +115,7 @@ class TargetForm(forms.Form):
         else:
             wanted = preselected or []
             self.initial.setdefault("selected_hosts", wanted)
-        hosts = runnable_hosts(user).filter(id__in=wanted[:MAX_TARGET_ITEMS]).select_related("seen")
+        hosts = runnable_hosts(user, roles).filter(id__in=wanted[:MAX_TARGET_ITEMS]).select_related("seen")
         self.fields["selected_hosts"].queryset = hosts.order_by("hostname")
 
     def clean_hosts(self) -> list[str]:
@@ -141,6 +148,7 @@ class LiveQueryForm(TargetForm):
                 "rows": 8,
                 "cols": 100,
                 "class": "vLargeTextField live-query-sql",
+                "maxlength": MAX_SQL_LENGTH,  # the browser stops there, before the server must refuse
                 "spellcheck": "false",
                 "autocapitalize": "off",
                 "autocomplete": "off",
@@ -149,6 +157,14 @@ class LiveQueryForm(TargetForm):
         ),
     )
     field_order = ["sql", "all_hosts", "teams", "labels", "selected_hosts", "hosts"]
+
+    def __init__(self, *args: Any, saved_query: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if saved_query is not None:
+            # A saved query runs as it is: the posted SQL is ignored (observers may not edit it).
+            self.fields["sql"].disabled = True
+            self.fields["sql"].initial = saved_query.query
+            self.initial["sql"] = saved_query.query
 
     def clean_sql(self) -> str:
         try:

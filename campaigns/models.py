@@ -81,6 +81,8 @@ class CampaignResult(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["campaign", "host_id"], name="one_result_per_host_per_campaign")
         ]
+        # The host page lists the live queries a host answered, newest first.
+        indexes = [models.Index(fields=["host_id", "id"], name="campaign_result_by_host")]
 
     def __str__(self) -> str:
         return f"{self.hostname or self.host_id}: {self.state}"

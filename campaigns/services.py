@@ -19,6 +19,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from redis import RedisError
 
+from activities import events as activity_events
 from campaigns import stream
 from campaigns.models import ACTIVE_STATUSES, Campaign, CampaignResult, CampaignStatus, ResultState
 from campaigns.store import get_store
@@ -185,7 +186,9 @@ def create_campaign_for_query(user: Any, query_id: Any, targets: Targets | dict 
     """Run a saved query live. Observers may too when it allows them (Fleet's observer_can_run)."""
     query = saved_query_for(user, query_id)
     roles = RUN_ROLES | {Role.OBSERVER} if query.observer_can_run else RUN_ROLES
-    return create_campaign(user, query.query, targets, query_name=query.name, roles=frozenset(roles))
+    return create_campaign(
+        user, query.query, targets, query_name=query.name, roles=frozenset(roles), query_id=query.pk
+    )
 
 
 def create_campaign(
@@ -194,6 +197,7 @@ def create_campaign(
     targets: Targets | dict | None,
     query_name: str = "",
     roles: frozenset[str] = RUN_ROLES,
+    query_id: int | None = None,
 ) -> Campaign:
     """Validate, resolve the targets once, record the campaign and hand it to the store.
 
@@ -235,6 +239,7 @@ def create_campaign(
         Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.STOPPED, ended_at=timezone.now())
         logger.error("live-query store unavailable: %s", exc)
         raise CampaignError("the live-query store is unavailable; try again", status=503) from None
+    activity_events.live_query(campaign, targets, query_id=query_id, roles=roles)
     return campaign
 
 
@@ -401,13 +406,21 @@ def totals(campaign: Campaign) -> dict[str, int]:
     }
 
 
+def sees_all_campaigns(user: Any) -> bool:
+    """Superusers and global admins see everyone's campaigns; everybody else their own."""
+    return bool(user.is_superuser or visible_team_ids(user, {Role.ADMIN}) is None)
+
+
+def watchable(campaigns: QuerySet[Campaign], user: Any) -> QuerySet[Campaign]:
+    """Narrow ``campaigns`` to those ``user`` may watch (the rule of :func:`may_watch`)."""
+    return campaigns if sees_all_campaigns(user) else campaigns.filter(created_by=user)
+
+
 def may_watch(user: Any, campaign: Campaign) -> bool:
     """The creator and admins (superusers and global admins) may watch and stop a campaign."""
     if not (user and user.is_authenticated and user.is_active):
         return False
-    if user.is_superuser or campaign.created_by_id == user.id:
-        return True
-    return visible_team_ids(user, {Role.ADMIN}) is None
+    return campaign.created_by_id == user.id or sees_all_campaigns(user)
 
 
 # --- background upkeep (Celery tasks call these) ---------------------------------------------------

@@ -1,17 +1,20 @@
 """The REST API under /api/v1/: each app registers its viewsets here."""
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
+from activities import api as activities_api
 from campaigns import api as campaigns_api
 from fleet.api_auth import TokenLoginView, TokenLogoutAllView, TokenLogoutView
+from fleet.api_docs import ApiDocsView
 from hosts import api as hosts_api
 from hosts import labels_api
 from packs import api as packs_api
 from packs.spec_api import SpecView
 from queries import api as queries_api
 from queries.report_api import QueryReportView
+from software import api as software_api
 
 router = DefaultRouter()
 hosts_api.register(router)
@@ -19,6 +22,8 @@ labels_api.register(router)
 campaigns_api.register(router)
 queries_api.register(router)
 packs_api.register(router)
+activities_api.register(router)
+software_api.register(router)
 
 urlpatterns = [
     path("auth/token/", TokenLoginView.as_view(), name="api-token"),
@@ -26,7 +31,7 @@ urlpatterns = [
     path("auth/logout-all/", TokenLogoutAllView.as_view(), name="api-logout-all"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its script from this server (no inline script: the CSP forbids it).
-    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
     path("queries/<int:pk>/report/", QueryReportView.as_view(), name="query-report"),
     path("spec/", SpecView.as_view(), name="api-spec"),
     path("", include(router.urls)),

@@ -49,12 +49,13 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "fleet.apps.FleetAdminConfig",  # django.contrib.admin with the Fleet site (fleet/console.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "django_prometheus",
     "rest_framework",
     "knox",  # hashed, expiring REST tokens (replaces rest_framework.authtoken)
@@ -65,10 +66,13 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "hosts",
+    "software",
     "queries",
     "packs",
     "campaigns",
     "agentapi",
+    "activities",  # the audit trail (docs/activities.md)
+    "users",  # console users, roles, invitations, password rules, `manage.py user` (docs/users.md)
 ]
 
 MIDDLEWARE = [
@@ -80,6 +84,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who acts and from which surface, for the audit trail (after authentication).
+    "activities.middleware.ActivityContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -207,6 +213,7 @@ CELERY_TASK_ACKS_LATE = True
 # The embedded default has no beat: the server runs the same jobs itself, at most this often.
 CAMPAIGN_UPKEEP_INTERVAL = env.float("LIVE_QUERY_UPKEEP_INTERVAL", default=60.0)
 CAMPAIGN_RETENTION_INTERVAL = env.float("LIVE_QUERY_RETENTION_INTERVAL", default=3600.0)
+SOFTWARE_COUNTS_INTERVAL = env.float("SOFTWARE_COUNTS_INTERVAL", default=300.0)
 CELERY_BEAT_SCHEDULE: dict = {
     "campaigns-expire-and-sweep": {
         "task": "campaigns.expire_and_sweep",
@@ -218,14 +225,24 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": CAMPAIGN_RETENTION_INTERVAL,
         "options": {"expires": CAMPAIGN_RETENTION_INTERVAL},
     },
+    # Software host counts (docs/software.md): a pass runs only when something changed.
+    "software-recount-host-counts": {
+        "task": "software.recount_host_counts",
+        "schedule": SOFTWARE_COUNTS_INTERVAL,
+        "options": {"expires": SOFTWARE_COUNTS_INTERVAL},
+    },
 }
 
 # --- Auth, i18n, static -------------------------------------------------------------------------
+# Fleet's rule: 12 characters or more with a number and a symbol; Django's checks besides. They
+# apply wherever a password is chosen (console, invitation page, `manage.py user`, the console's
+# own "Change password"), not to create_user() itself (users/services.py validates first).
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": "users.validators.FleetPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
 # Failed logins (console and POST /api/v1/auth/token/) are counted by django-axes per *pair* of
@@ -235,7 +252,8 @@ LOGIN_URL = "admin:login"
 # success clears them. The token endpoint also has a per-address rate (REST API section below).
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Passwords as Django checks them; permissions from Fleet roles only (hosts/console_permissions.py).
+    "hosts.console_permissions.FleetRoleBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
@@ -257,6 +275,28 @@ REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
     "AUTO_REFRESH": False,
 }
+# --- Users: invitations, links, email (docs/users.md) ----------------------------------------------
+# Invitations expire after INVITE_TTL_DAYS (Fleet: 5 days); set-password links after
+# PASSWORD_RESET_TIMEOUT (Django's three days). Both pages allow LINK_PAGE_RATE requests per address.
+INVITE_TTL = timedelta(days=env.float("INVITE_TTL_DAYS", default=5))
+LINK_PAGE_RATE = env.str("LINK_PAGE_RATE", default="20/min")
+# Where people reach the console: links printed by `manage.py user` (the console uses the address
+# the browser used).
+FLEET_SERVER_URL = env.str("FLEET_SERVER_URL", default="http://127.0.0.1:8000")
+# Invitations are emailed only when EMAIL_HOST is set; otherwise the console shows the link to copy.
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = secret("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=EMAIL_PORT == 587)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=EMAIL_PORT == 465)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="fleet@localhost")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -399,6 +439,25 @@ OSQUERY_LOGGING = {
     "QUERY_REPORT_CAP": env.int("QUERY_REPORT_CAP", default=10_000),
     "QUERY_REPORTS_DISABLED": env.bool("QUERY_REPORTS_DISABLED", default=False),
 }
+
+# --- Audit trail forwarding (docs/activities.md) -----------------------------------------------
+# Fleet's activity audit log: every activity as a JSON line on these destinations, off by default.
+# Credentials, timeouts, rotation and circuit breakers are the osquery logs' (OSQUERY_LOGGING).
+ACTIVITY_AUDIT_LOG = {
+    "ENABLED": env.bool("ACTIVITY_ENABLE_AUDIT_LOG", default=False),
+    "PLUGINS": env.list("ACTIVITY_AUDIT_LOG_PLUGIN", default=["filesystem"]),
+    "FILE": env.str("ACTIVITY_AUDIT_LOG_FILE", default=str(VAR_DIR / "logs" / "audit.log")),
+    "WEBHOOK_URL": env.str("ACTIVITY_WEBHOOK_AUDIT_URL", default=""),
+    "NATS_SUBJECT": env.str("ACTIVITY_NATS_AUDIT_SUBJECT", default="fleet.audit"),
+    # After a commit, a request spends at most this long delivering its lines; the rest wait.
+    "DELIVERY_BUDGET": env.float("ACTIVITY_AUDIT_DELIVERY_BUDGET", default=2.0),
+}
+if ACTIVITY_AUDIT_LOG["ENABLED"]:  # lines a destination outage left behind, every minute
+    CELERY_BEAT_SCHEDULE["activities-deliver-audit-backlog"] = {
+        "task": "activities.deliver_audit_backlog",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    }
 
 # --- Live queries ----------------------------------------------------------------------------
 LIVE_QUERY = {

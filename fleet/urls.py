@@ -14,5 +14,7 @@ urlpatterns = [
     path("", include("agentapi.urls")),
     path("api/v1/", include("fleet.api_urls")),
     path("admin/", admin.site.urls),
+    path("", include("users.urls")),  # invitation and set-password pages (/invite/<token>/)
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
 ]
+handler400 = "fleet.errors.bad_request"

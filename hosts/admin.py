@@ -1,4 +1,4 @@
-"""The console for teams, enroll secrets, hosts, Fleet settings and user roles.
+"""The console for teams, enroll secrets, hosts and Fleet settings (users and roles: ``users/admin.py``).
 
 Hosts are reported by agents, so their vitals are read-only here; an admin may only move them
 between teams, ask for a refetch or delete them. Every write goes through ``hosts.services``.
@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -20,11 +19,12 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.timesince import timesince
 
 from campaigns.admin_views import live_query_hosts, may_run_live_queries
-from fleet.numbers import parse_id
-from hosts import admin_views, services
+from hosts import admin_views, host_export, host_page, services
 from hosts.admin_forms import (
     EnrollSecretForm,
     FleetSettingsForm,
@@ -32,28 +32,24 @@ from hosts.admin_forms import (
     TeamSecretFormSet,
     TeamSecretInlineForm,
     TransferHostsForm,
-    UserRoleForm,
-    UserRoleFormSet,
 )
 from hosts.choices import HostStatus, Role
 from hosts.filters import PlatformListFilter, StatusListFilter, TeamListFilter, with_host_counts
 from hosts.labels_admin import LabelHostListFilter  # also registers the label console
-from hosts.models import EnrollSecret, FleetSettings, Host, Team, UserRole
-from hosts.paginators import CappedCountPaginator
+from hosts.models import EnrollSecret, FleetSettings, Host, Team
+from hosts.paginators import CappedPaginationAdminMixin
 from hosts.permissions import (
     ADMIN_ROLES,
     ALL_ROLES,
     HOST_READ_ROLES,
     SECRET_READ_ROLES,
+    has_any_role,
     has_team_role,
     scope_queryset,
     visible_team_ids,
 )
 from hosts.status import NEW_FOR, status_of
-
-admin.site.site_header = "Fleet"
-admin.site.site_title = "Fleet console"
-admin.site.index_title = "Fleet console"
+from software.filters import SoftwareHostListFilter
 
 STATUS_COLOURS = {
     HostStatus.ONLINE: "#1a7f37",
@@ -76,6 +72,10 @@ def _badge(label: str, colour: str) -> str:
 def _teams_for(user: Any, roles: frozenset[str]) -> QuerySet[Team]:
     team_ids = visible_team_ids(user, roles)
     return Team.objects.all() if team_ids is None else Team.objects.filter(id__in=team_ids)
+
+
+def _is_global_admin(user: Any) -> bool:
+    return visible_team_ids(user, ADMIN_ROLES) is None
 
 
 class EnrollSecretInline(admin.TabularInline):
@@ -104,6 +104,17 @@ class TeamAdmin(admin.ModelAdmin):
     def host_count(self, team: Team) -> str:
         url = reverse("admin:hosts_host_changelist") + f"?team_id={team.pk}"
         return format_html('<a href="{}">{}</a>', url, team.host_count)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Creating and deleting teams is for global admins (Fleet: team admins manage their team).
+        return super().has_add_permission(request) and _is_global_admin(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and _is_global_admin(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or has_team_role(request.user, obj.pk, ADMIN_ROLES))
 
     def get_inlines(self, request: HttpRequest, obj: Team | None) -> list:
         # Secrets are sensitive: only the scope's admins and maintainers see them.
@@ -169,78 +180,59 @@ class EnrollSecretAdmin(admin.ModelAdmin):
         obj.save()
 
 
-_HOST_FIELDSETS = [
-    (None, {"fields": ["display_name", "status", "team", "refetch_requested"]}),
-    ("Identity", {"fields": ["hostname", "computer_name", "uuid", "osquery_host_id", "hardware_serial"]}),
-    ("Activity", {"fields": ["seen_time", "created_at", "last_enrolled_at", "detail_updated_at"]}),
-    (
-        "Operating system",
-        {
-            "fields": [
-                "platform",
-                "platform_like",
-                "os_version",
-                "code_name",
-                "build",
-                "kernel_version",
-                "uptime_display",
-            ]
-        },
-    ),
-    (
-        "Agent",
-        {
-            "fields": [
-                "osquery_version",
-                "orbit_version",
-                "distributed_interval",
-                "config_tls_refresh",
-                "logger_tls_period",
-            ]
-        },
-    ),
-    (
-        "Hardware",
-        {
-            "fields": [
-                "hardware_vendor",
-                "hardware_model",
-                "hardware_version",
-                "cpu_type",
-                "cpu_subtype",
-                "cpu_brand",
-                "cpu_physical_cores",
-                "cpu_logical_cores",
-                "memory_display",
-            ]
-        },
-    ),
-    ("Network", {"fields": ["primary_ip", "primary_mac", "public_ip"]}),
+# Columns a user may add to the host list, beyond the fixed ones (chosen on the page, kept in the
+# session): name -> label.
+OPTIONAL_HOST_COLUMNS = {
+    "primary_ip": "IP address",
+    "os_version": "OS",
+    "memory_display": "Memory",
+    "uptime_display": "Uptime",
+    "hardware_serial": "Serial number",
+    "osquery_version": "osquery",
+    "team": "Team",
+}
+DEFAULT_HOST_COLUMNS = ["os_version", "osquery_version", "team"]
+_COLUMNS_SESSION_KEY = "hosts:list_columns"
+CSV_COLUMNS = [
+    ("id", "id"),
+    ("display_name", "name"),
+    ("hostname", "hostname"),
+    ("status_text", "status"),
+    ("platform", "platform"),
+    ("os_version", "os_version"),
+    ("osquery_version", "osquery_version"),
+    ("team_name", "team"),
+    ("primary_ip", "primary_ip"),
+    ("hardware_serial", "hardware_serial"),
+    ("uuid", "uuid"),
+    ("memory", "memory"),
+    ("uptime", "uptime"),
+    ("last_seen_iso", "last_seen"),
 ]
 
 
+def chosen_columns(request: HttpRequest) -> list[str]:
+    chosen = request.session.get(_COLUMNS_SESSION_KEY, DEFAULT_HOST_COLUMNS)
+    return [c for c in OPTIONAL_HOST_COLUMNS if c in chosen]
+
+
 @admin.register(Host)
-class HostAdmin(admin.ModelAdmin):
-    list_display = [
-        "status",
-        "display_name",
-        "platform",
-        "os_version",
-        "osquery_version",
-        "team",
-        "last_seen",
-    ]
+class HostAdmin(CappedPaginationAdminMixin, admin.ModelAdmin):
     list_display_links = ["display_name"]
-    list_filter = [StatusListFilter, TeamListFilter, PlatformListFilter, LabelHostListFilter]
-    search_fields = ["hostname", "=uuid", "=hardware_serial", "^primary_ip"]
-    search_help_text = "Hostname (any part), UUID or serial (exact), IP address (prefix)."
+    list_filter = [
+        StatusListFilter,
+        TeamListFilter,
+        PlatformListFilter,
+        LabelHostListFilter,
+        SoftwareHostListFilter,  # ?software_title_id= / ?software_version_id=, from the Software pages
+    ]
+    search_fields = ["hostname", "computer_name", "=uuid", "=hardware_serial", "^primary_ip"]
+    search_help_text = "Name or hostname (any part), UUID or serial (exact), IP address (prefix)."
     list_select_related = ["team", "seen"]
     list_per_page = 100
     show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    fieldsets = _HOST_FIELDSETS
+    show_facets = admin.ShowFacets.NEVER  # counts come from the dashboard's kept aggregates instead
     actions = ["refetch_hosts", "transfer_hosts", live_query_hosts]  # and the stock delete (delete_queryset)
-    change_form_template = "admin/hosts/host/change_form.html"
     change_list_template = "admin/hosts/host/change_list.html"
 
     # --- list and page --------------------------------------------------------------------------
@@ -248,32 +240,24 @@ class HostAdmin(admin.ModelAdmin):
         hosts = super().get_queryset(request).select_related("team", "seen")
         return scope_queryset(hosts, request.user, HOST_READ_ROLES)
 
-    def get_paginator(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet,
-        per_page: int,
-        orphans: int = 0,
-        allow_empty_first_page: bool = True,
-    ) -> CappedCountPaginator:
-        page = request.GET.get("p", "1")
-        return CappedCountPaginator(
-            queryset,
-            per_page,
-            orphans,
-            allow_empty_first_page,
-            page_number=parse_id(page) or 1,
-        )
+    def get_list_display(self, request: HttpRequest) -> list[str]:
+        return ["status", "display_name", "platform", *chosen_columns(request), "last_seen"]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Host | None = None) -> list[str]:
-        fields = [f for _name, opts in _HOST_FIELDSETS for f in opts["fields"]]
-        may_move = obj is not None and has_team_role(request.user, obj.team_id, _HOST_WRITE_ROLES)
-        return [f for f in fields if f != "team" or not may_move]
 
-    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        if db_field.name == "team":
-            kwargs["queryset"] = _teams_for(request.user, _HOST_WRITE_ROLES)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        chosen = chosen_columns(request)
+        options = OPTIONAL_HOST_COLUMNS.items()
+        columns = [{"name": c, "label": text, "chosen": c in chosen} for c, text in options]
+        query = request.GET.urlencode()
+        extra = {
+            "title": "Hosts",  # not Django's "Select host to change"
+            # Adding hosts needs an enroll secret, which only admins and maintainers may read.
+            "may_add_hosts": has_any_role(request.user, SECRET_READ_ROLES),
+            "host_columns": columns,
+            "csv_url": reverse("admin:hosts_host_export") + (f"?{query}" if query else ""),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # hosts come from enrolment
@@ -297,32 +281,83 @@ class HostAdmin(admin.ModelAdmin):
     @admin.display(description="last seen", ordering="seen__seen_time", empty_value="never")
     def last_seen(self, host: Host) -> Any:
         seen = getattr(host, "seen", None)
-        return seen.seen_time if seen else None
+        if not seen:
+            return None
+        return format_html(
+            '<time datetime="{}" title="{}">{} ago</time>',
+            seen.seen_time.isoformat(),
+            date_format(timezone.localtime(seen.seen_time), "DATETIME_FORMAT"),
+            timesince(seen.seen_time).split(",")[0],
+        )
 
-    @admin.display(description="seen time", empty_value="never")
-    def seen_time(self, host: Host) -> Any:
-        return self.last_seen(host)
-
-    @admin.display(description="memory")
+    @admin.display(description="memory", ordering="memory")
     def memory_display(self, host: Host) -> str:
-        return f"{host.memory / 2**30:.1f} GiB" if host.memory else "unknown"
+        return f"{host.memory / 2**30:.1f} GiB" if host.memory else "—"
 
-    @admin.display(description="uptime")
+    @admin.display(description="uptime", ordering="uptime")
     def uptime_display(self, host: Host) -> str:
-        days, rest = divmod(host.uptime, 86400)
-        return f"{days} d {rest // 3600} h" if host.uptime else "unknown"
+        return host_page.duration(host.uptime).split(",")[0] if host.uptime else "—"
+
+    # --- the host page ------------------------------------------------------------------------------
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        """The host page: a read-only view of the host (agents own its vitals), with its actions."""
+        host = self.get_object(request, unquote(object_id))
+        if host is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, host):
+            raise PermissionDenied
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
+        user = request.user
+        may_write = has_team_role(user, host.team_id, _HOST_WRITE_ROLES)
+        transfer_form = None
+        if may_write:
+            teams = _teams_for(user, _HOST_WRITE_ROLES)
+            transfer_form = TransferHostsForm(teams=teams, initial={"team": host.team_id})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": host.display_name,
+            "subtitle": None,
+            "opts": self.opts,
+            "host": host,
+            "original": host,
+            "status_badges": [
+                {"status": s, "label": HostStatus(s).label} for s in host_page.status_badges(host)
+            ],
+            "vitals": host_page.vitals(host),
+            "labels": host_page.labels_of(host),
+            "scheduled": host_page.scheduled_for(host),
+            "reports": host_page.query_reports(host),
+            "live_queries": host_page.live_query_history(host, user),
+            "may_run_live_queries": may_run_live_queries(user),
+            "may_write": may_write,
+            "transfer_form": transfer_form,
+            **host_page.extra_sections(host, user),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/hosts/host/detail.html", context)
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict | None = None
+    ) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:hosts_host_change", args=[object_id]))
 
     # --- writes -----------------------------------------------------------------------------------
-    def save_model(self, request: HttpRequest, obj: Host, form: Any, change: bool) -> None:
-        # Only the team is editable; saving the whole row would overwrite fresher agent data.
-        if "team" in form.changed_data:
-            services.transfer_hosts([obj.pk], obj.team)
-
     def delete_model(self, request: HttpRequest, obj: Host) -> None:
         services.delete_hosts([obj.pk])
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
         services.delete_hosts(queryset.values_list("pk", flat=True))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Host | None = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or has_team_role(request.user, obj.team_id, _HOST_WRITE_ROLES))
+
+    def has_change_permission(self, request: HttpRequest, obj: Host | None = None) -> bool:
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or has_team_role(request.user, obj.team_id, _HOST_WRITE_ROLES))
 
     @admin.action(description="Refetch host details", permissions=["view"])
     def refetch_hosts(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
@@ -345,15 +380,17 @@ class HostAdmin(admin.ModelAdmin):
             count = services.transfer_hosts(queryset.values_list("pk", flat=True), team)
             self.message_user(request, f"Moved {count} host(s) to {team.name if team else 'No team'}.")
             return None
+        # Django always posts select_across ("0" or "1"): only "1" means every matching host.
+        across = request.POST.get("select_across") == "1"
         context = {
             **self.admin_site.each_context(request),
             "title": "Transfer hosts to a team",
             "opts": self.model._meta,
             "form": form,
             "hosts": queryset[:20],
-            "host_count": queryset.count() if "select_across" not in request.POST else None,
+            "host_count": None if across else queryset.count(),
             "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
+            "select_across": "1" if across else "0",
             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/hosts/host/transfer_hosts.html", context)
@@ -372,20 +409,65 @@ class HostAdmin(admin.ModelAdmin):
                 view(admin_views.download_secret),
                 name="hosts_host_secret",
             ),
+            path("export.csv", view(self.export_view), name="hosts_host_export"),
+            path("columns/", view(self.columns_view), name="hosts_host_columns"),
             path("<int:object_id>/refetch/", view(self.refetch_view), name="hosts_host_refetch"),
+            path("<int:object_id>/transfer/", view(self.transfer_view), name="hosts_host_transfer"),
             *super().get_urls(),
         ]
+
+    def _host_or_404(self, request: HttpRequest, object_id: int) -> Host:
+        host = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not self.has_view_permission(request, host):
+            raise PermissionDenied
+        return host
 
     def refetch_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """The "Refetch" button of the host page (POST only: it changes the host)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        host = get_object_or_404(self.get_queryset(request), pk=object_id)
-        if not self.has_view_permission(request, host):
-            raise PermissionDenied
+        host = self._host_or_404(request, object_id)
         services.request_refetch([host.pk])
         messages.success(request, f"{host.display_name} will send its details at its next check-in.")
         return HttpResponseRedirect(reverse("admin:hosts_host_change", args=[host.pk]))
+
+    def transfer_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """The host page's "Transfer" form: move this host to another team (admins, maintainers)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        host = self._host_or_404(request, object_id)
+        if not has_team_role(request.user, host.team_id, _HOST_WRITE_ROLES):
+            raise PermissionDenied
+        form = TransferHostsForm(request.POST, teams=_teams_for(request.user, _HOST_WRITE_ROLES))
+        if visible_team_ids(request.user, _HOST_WRITE_ROLES) is not None:
+            form.fields["team"].required = True
+        if form.is_valid():
+            team = form.cleaned_data["team"]
+            services.transfer_hosts([host.pk], team)
+            messages.success(request, f"Moved {host.display_name} to {team.name if team else 'No team'}.")
+        else:
+            messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return HttpResponseRedirect(reverse("admin:hosts_host_change", args=[host.pk]))
+
+    def columns_view(self, request: HttpRequest) -> HttpResponse:
+        """Keep the host list's chosen columns in the session, then go back to the list."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        wanted = [c for c in request.POST.getlist("columns") if c in OPTIONAL_HOST_COLUMNS]
+        request.session[_COLUMNS_SESSION_KEY] = wanted
+        back = request.POST.get("next", "")
+        changelist = reverse("admin:hosts_host_changelist")
+        return HttpResponseRedirect(back if back.startswith(changelist + "?") else changelist)
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """The host list as CSV, with the list's filters and search applied (every page)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        hosts = changelist.queryset.select_related("team", "seen")
+        return host_export.csv_response(hosts, CSV_COLUMNS)
 
 
 @admin.register(FleetSettings)
@@ -405,41 +487,3 @@ class FleetSettingsAdmin(admin.ModelAdmin):
             raise PermissionDenied
         settings_row = FleetSettings.load()
         return HttpResponseRedirect(reverse("admin:hosts_fleetsettings_change", args=[settings_row.pk]))
-
-
-@admin.register(UserRole)
-class UserRoleAdmin(admin.ModelAdmin):
-    form = UserRoleForm
-    list_display = ["user", "scope", "role"]
-    list_filter = ["role", ("team", admin.RelatedOnlyFieldListFilter)]
-    search_fields = ["user__username", "user__email", "team__name"]
-    list_select_related = ["user", "team"]
-    autocomplete_fields = ["user"]
-
-    @admin.display(description="team", ordering="team__name")
-    def scope(self, role: UserRole) -> str:
-        return role.team.name if role.team_id else "All teams (global)"
-
-
-class UserRoleInline(admin.TabularInline):
-    model = UserRole
-    formset = UserRoleFormSet
-    fields = ["team", "role"]
-    extra = 0
-    verbose_name = "Fleet role"
-    verbose_name_plural = "Fleet roles (one global role, or one role per team; superusers are global admins)"
-
-
-User = get_user_model()
-if admin.site.is_registered(User):
-    _base_user_admin = type(admin.site.get_model_admin(User))
-    admin.site.unregister(User)
-else:  # pragma: no cover - a project without the auth admin
-    _base_user_admin = UserAdmin
-
-
-@admin.register(User)
-class FleetUserAdmin(_base_user_admin):  # type: ignore[misc, valid-type]
-    """The stock user admin, with the user's Fleet roles inline."""
-
-    inlines = [*getattr(_base_user_admin, "inlines", []), UserRoleInline]

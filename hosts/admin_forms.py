@@ -15,8 +15,7 @@ from django.core.exceptions import ValidationError
 
 from hosts import services
 from hosts.agent_options import validate_agent_options
-from hosts.models import EnrollSecret, FleetSettings, Team, UserRole
-from hosts.permissions import check_role_assignment
+from hosts.models import EnrollSecret, FleetSettings, Team
 
 
 class PrettyJSONField(forms.JSONField):
@@ -47,9 +46,15 @@ def _field_errors(exc: ValidationError) -> ValidationError:
 
 
 def _raise_on_field(form: forms.BaseForm, exc: ValidationError) -> None:
-    """Attach a service's ``ValidationError`` to the form's fields (or to the form)."""
+    """Attach a service's ``ValidationError`` to the form's fields (or to the form).
+
+    A field whose own validation already failed keeps only its own message: the service saw no
+    value there (a 300-character name is "too long", not also "missing").
+    """
     if hasattr(exc, "error_dict"):
         for field, errors in exc.message_dict.items():
+            if field in form.errors:
+                continue
             form.add_error(field if field in form.fields else None, errors)
     else:
         form.add_error(None, exc)
@@ -174,35 +179,3 @@ class TransferHostsForm(forms.Form):
     def __init__(self, *args: Any, teams: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["team"].queryset = teams if teams is not None else Team.objects.all()
-
-
-class UserRoleForm(forms.ModelForm):
-    class Meta:
-        model = UserRole
-        fields = ["user", "team", "role"]
-        help_texts = {"team": "Empty for a global role (all teams)."}
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        user = cleaned.get("user")
-        if user is not None:
-            others = UserRole.objects.filter(user=user).exclude(pk=self.instance.pk)
-            team = cleaned.get("team")
-            try:
-                check_role_assignment([*others.values_list("team_id", flat=True), team.pk if team else None])
-            except ValidationError as exc:
-                self.add_error("team", exc)
-        return cleaned
-
-
-class UserRoleFormSet(forms.BaseInlineFormSet):
-    """Roles on the user page: one global role, or one role per team."""
-
-    def clean(self) -> None:
-        super().clean()
-        team_ids = []
-        for form in self.forms:
-            data = getattr(form, "cleaned_data", None)
-            if data and not data.get("DELETE") and data.get("role"):
-                team_ids.append(data["team"].pk if data.get("team") else None)
-        check_role_assignment(team_ids)

@@ -18,6 +18,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from activities.api_hooks import AuditedViewSetMixin
 from hosts import services
 from hosts.filters import EnrollSecretFilterSet, HostFilterSet, with_host_counts
 from hosts.models import EnrollSecret, Host, Team
@@ -45,7 +46,7 @@ from hosts.serializers import EnrollSecretSerializer, HostSerializer, RefetchRes
     ),
     retrieve=extend_schema(summary="Get a host"),
 )
-class HostViewSet(viewsets.ReadOnlyModelViewSet):
+class HostViewSet(AuditedViewSetMixin, viewsets.ReadOnlyModelViewSet):
     """Hosts and their vitals as the agents reported them."""
 
     serializer_class = HostSerializer
@@ -88,7 +89,7 @@ class HostViewSet(viewsets.ReadOnlyModelViewSet):
         return Response({"refetch_requested": True})
 
 
-class TeamViewSet(viewsets.ModelViewSet):
+class TeamViewSet(AuditedViewSetMixin, viewsets.ModelViewSet):
     """Teams. Global admins create and delete them; a team's admins may edit it."""
 
     serializer_class = TeamSerializer
@@ -120,7 +121,7 @@ class TeamViewSet(viewsets.ModelViewSet):
         instance.delete()
 
 
-class EnrollSecretViewSet(viewsets.ModelViewSet):
+class EnrollSecretViewSet(AuditedViewSetMixin, viewsets.ModelViewSet):
     """Enroll secrets: readable by admins and maintainers of their scope, written by its admins."""
 
     serializer_class = EnrollSecretSerializer

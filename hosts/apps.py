@@ -3,6 +3,7 @@ from django.apps import AppConfig
 
 class HostsConfig(AppConfig):
     name = "hosts"
+    verbose_name = "Inventory"  # not "Hosts": breadcrumbs would read "Hosts › Hosts"
 
     def ready(self) -> None:
         # Registers the signal that keeps builtin label membership in step with host platforms;

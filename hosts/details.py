@@ -362,6 +362,15 @@ DETAIL_QUERIES: dict[str, DetailQuery] = {
 }
 
 
+def register(*queries: DetailQuery) -> None:
+    """Add detail queries another app ingests (the software inventory), from its ``AppConfig.ready``.
+
+    They are sent and ingested like the ones above; this module need not know those apps.
+    """
+    for query in queries:
+        DETAIL_QUERIES[query.name] = query
+
+
 def queries_for(platform: str, platform_like: str = "") -> dict[str, DetailQuery]:
     """The detail queries for a host of this platform, keyed by their wire name."""
     family = platform_family(platform, platform_like)

@@ -95,12 +95,28 @@ class HostFilterSet(django_filters.FilterSet):
 # --- Console list filters -------------------------------------------------------------------
 
 
+def _counts(request: Any) -> Any:
+    """The dashboard's kept counts for the list's current team filter (cached; no scan here)."""
+    from hosts.dashboard import dashboard_for
+
+    cached = getattr(request, "_fleet_filter_counts", None)
+    if cached is None:
+        cached = dashboard_for(request.user, parse_id(request.GET.get("team_id")))
+        request._fleet_filter_counts = cached
+    return cached
+
+
+def _with_count(label: str, count: int | None) -> str:
+    return label if count is None else f"{label} ({count:,})"
+
+
 class StatusListFilter(admin.SimpleListFilter):
     title = "status"
     parameter_name = "status"
 
     def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
-        return list(HostStatus.choices)
+        counts = _counts(request).hosts
+        return [(value, _with_count(label, counts.get(value))) for value, label in HostStatus.choices]
 
     def queryset(self, request: Any, queryset: QuerySet) -> QuerySet:
         value = self.value()
@@ -114,7 +130,8 @@ class PlatformListFilter(admin.SimpleListFilter):
     parameter_name = "platform"
 
     def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
-        return platform_choices()
+        counts = {row["platform"]: row["total"] for row in _counts(request).platforms}
+        return [(value, _with_count(label, counts.get(value))) for value, label in platform_choices()]
 
     def queryset(self, request: Any, queryset: QuerySet) -> QuerySet:
         value = self.value()
@@ -130,9 +147,12 @@ class TeamListFilter(admin.SimpleListFilter):
     def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
         team_ids = visible_team_ids(request.user)
         teams = Team.objects.all() if team_ids is None else Team.objects.filter(id__in=team_ids)
-        choices = [(str(team.id), team.name) for team in teams.only("id", "name")]
+        from hosts.dashboard import dashboard_for
+
+        counts = {row["id"]: row["total"] for row in dashboard_for(request.user).teams}
+        choices = [(str(t.id), _with_count(t.name, counts.get(t.id, 0))) for t in teams.only("id", "name")]
         if team_ids is None:
-            choices.append((str(NO_TEAM), "No team"))
+            choices.append((str(NO_TEAM), _with_count("No team", counts.get(NO_TEAM, 0))))
         return choices
 
     def queryset(self, request: Any, queryset: QuerySet) -> QuerySet:

@@ -33,8 +33,11 @@ def split_ids_and_names(identifiers: Iterable[Any]) -> tuple[set[int], set[str]]
 def match_hosts(
     identifiers: Sequence[Any], hosts: QuerySet[Host] | None = None
 ) -> tuple[set[int], list[str]]:
-    """The hosts (within ``hosts``) named by id, hostname, UUID or hardware serial, and the
-    identifiers that named none. A hostname shared by several hosts names them all."""
+    """The hosts (within ``hosts``) named by id, name, hostname, UUID or hardware serial, and the
+    identifiers that named none. A name shared by several hosts names them all.
+
+    The name is what the console shows (``computer_name``, e.g. ``dave-mbp``), the hostname what
+    the agent reports (``dave-mbp.local``): people type either."""
     scope = Host.objects.all() if hosts is None else hosts
     ids, names = split_ids_and_names(identifiers)
     host_ids: set[int] = set()
@@ -45,12 +48,13 @@ def match_hosts(
         found = scope.filter(
             Q(id__in=some_ids)
             | Q(hostname__in=some_names)
+            | Q(computer_name__in=some_names)
             | Q(uuid__in=some_names)
             | Q(hardware_serial__in=some_names)
-        ).values_list("id", "hostname", "uuid", "hardware_serial")
-        for host_id, hostname, uuid, serial in found:
-            if host_id in ids or names & {hostname, uuid, serial}:
+        ).values_list("id", "hostname", "computer_name", "uuid", "hardware_serial")
+        for host_id, *names_of_host in found:
+            if host_id in ids or names & set(names_of_host):
                 host_ids.add(host_id)
-                matched.update({str(host_id), hostname, uuid, serial})
+                matched.update({str(host_id), *names_of_host})
     missing = [str(i).strip() for i in identifiers if str(i).strip() not in matched]
     return host_ids, missing

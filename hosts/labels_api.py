@@ -23,6 +23,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from activities.api_hooks import AuditedViewSetMixin
 from hosts import labels
 from hosts.api import HostViewSet
 from hosts.choices import Role
@@ -161,7 +162,7 @@ class LabelPermission(FleetRolePermission):
     update=extend_schema(summary="Replace a label", description="Builtin labels cannot change."),
     destroy=extend_schema(summary="Delete a label", description="Builtin labels cannot be deleted."),
 )
-class LabelViewSet(viewsets.ModelViewSet):
+class LabelViewSet(AuditedViewSetMixin, viewsets.ModelViewSet):
     """Groups of hosts: dynamic (an osquery query decides), manual (a list) and Fleet's builtins."""
 
     serializer_class = LabelSerializer

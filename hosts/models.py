@@ -89,47 +89,54 @@ class Host(models.Model):
     """An enrolled computer and the vitals its agent reports (the same fields Fleet keeps)."""
 
     osquery_host_id = models.CharField(
-        max_length=255, unique=True, help_text="The identifier the agent enrolled with."
+        max_length=255,
+        unique=True,
+        verbose_name="osquery host ID",
+        help_text="The identifier the agent enrolled with.",
     )
     node_key_hash = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
     orbit_node_key_hash = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="hosts")
 
     hostname = models.CharField(max_length=255, blank=True, db_index=True)
-    computer_name = models.CharField(max_length=255, blank=True)
-    uuid = models.CharField(max_length=255, blank=True, db_index=True)
+    computer_name = models.CharField(max_length=255, blank=True, db_index=True, verbose_name="computer name")
+    uuid = models.CharField(max_length=255, blank=True, db_index=True, verbose_name="UUID")
     platform = models.CharField(max_length=255, blank=True, db_index=True)
-    platform_like = models.CharField(max_length=255, blank=True)
-    os_version = models.CharField(max_length=255, blank=True)
-    code_name = models.CharField(max_length=255, blank=True)
+    platform_like = models.CharField(max_length=255, blank=True, verbose_name="platform family")
+    os_version = models.CharField(max_length=255, blank=True, verbose_name="OS version")
+    code_name = models.CharField(max_length=255, blank=True, verbose_name="code name")
     build = models.CharField(max_length=255, blank=True)
-    kernel_version = models.CharField(max_length=255, blank=True)
-    osquery_version = models.CharField(max_length=255, blank=True)
-    orbit_version = models.CharField(max_length=255, blank=True)
-    cpu_type = models.CharField(max_length=255, blank=True)
-    cpu_subtype = models.CharField(max_length=255, blank=True)
-    cpu_brand = models.CharField(max_length=255, blank=True)
-    cpu_physical_cores = models.PositiveIntegerField(default=0)
-    cpu_logical_cores = models.PositiveIntegerField(default=0)
+    kernel_version = models.CharField(max_length=255, blank=True, verbose_name="kernel version")
+    osquery_version = models.CharField(max_length=255, blank=True, verbose_name="osquery version")
+    orbit_version = models.CharField(max_length=255, blank=True, verbose_name="orbit version")
+    cpu_type = models.CharField(max_length=255, blank=True, verbose_name="CPU type")
+    cpu_subtype = models.CharField(max_length=255, blank=True, verbose_name="CPU subtype")
+    cpu_brand = models.CharField(max_length=255, blank=True, verbose_name="CPU")
+    cpu_physical_cores = models.PositiveIntegerField(default=0, verbose_name="physical CPU cores")
+    cpu_logical_cores = models.PositiveIntegerField(default=0, verbose_name="logical CPU cores")
     memory = models.BigIntegerField(default=0, help_text="Bytes of physical memory.")
-    hardware_vendor = models.CharField(max_length=255, blank=True)
-    hardware_model = models.CharField(max_length=255, blank=True)
-    hardware_version = models.CharField(max_length=255, blank=True)
-    hardware_serial = models.CharField(max_length=255, blank=True, db_index=True)
+    hardware_vendor = models.CharField(max_length=255, blank=True, verbose_name="hardware vendor")
+    hardware_model = models.CharField(max_length=255, blank=True, verbose_name="hardware model")
+    hardware_version = models.CharField(max_length=255, blank=True, verbose_name="hardware version")
+    hardware_serial = models.CharField(
+        max_length=255, blank=True, db_index=True, verbose_name="serial number"
+    )
     uptime = models.BigIntegerField(default=0, help_text="Seconds since boot.")
-    primary_ip = models.CharField(max_length=45, blank=True, db_index=True)
-    primary_mac = models.CharField(max_length=17, blank=True)
-    public_ip = models.CharField(max_length=45, blank=True)
+    primary_ip = models.CharField(max_length=45, blank=True, db_index=True, verbose_name="IP address")
+    primary_mac = models.CharField(max_length=17, blank=True, verbose_name="MAC address")
+    public_ip = models.CharField(max_length=45, blank=True, verbose_name="public IP address")
 
-    distributed_interval = models.PositiveIntegerField(default=0)
-    config_tls_refresh = models.PositiveIntegerField(default=0)
-    logger_tls_period = models.PositiveIntegerField(default=0)
+    distributed_interval = models.PositiveIntegerField(default=0, verbose_name="distributed interval")
+    config_tls_refresh = models.PositiveIntegerField(default=0, verbose_name="config refresh interval")
+    logger_tls_period = models.PositiveIntegerField(default=0, verbose_name="log flush interval")
 
-    created_at = models.DateTimeField(default=timezone.now, db_index=True, help_text="First enrolled.")
-    last_enrolled_at = models.DateTimeField(default=timezone.now)
-    detail_updated_at = models.DateTimeField(default=NEVER)
-    label_updated_at = models.DateTimeField(default=NEVER)
-    refetch_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(
+        default=timezone.now, db_index=True, help_text="First enrolled.", verbose_name="enrolled"
+    )
+    last_enrolled_at = models.DateTimeField(default=timezone.now, verbose_name="last enrolled")
+    detail_updated_at = models.DateTimeField(default=NEVER, verbose_name="details updated")
+    label_updated_at = models.DateTimeField(default=NEVER, verbose_name="labels updated")
+    refetch_requested = models.BooleanField(default=False, verbose_name="refetch requested")
 
     class Meta:
         ordering = ["-id"]

@@ -107,3 +107,22 @@ class CappedLimitOffsetPagination(LimitOffsetPagination):
         response["properties"]["count_is_exact"] = {"type": "boolean", "example": True}
         response["required"] = [*response["required"], "count_is_exact"]
         return response
+
+
+class CappedPaginationAdminMixin:
+    """A ModelAdmin whose list never counts a big table (``CappedCountPaginator``), with the page
+    number read as ASCII digits (``?p=²`` or 5,000 digits is page 1, not a 500)."""
+
+    def get_paginator(
+        self,
+        request: Any,
+        queryset: QuerySet,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> CappedCountPaginator:
+        from fleet.numbers import parse_id
+
+        page = parse_id(request.GET.get("p", "1")) or 1
+        return CappedCountPaginator(queryset, per_page, orphans, allow_empty_first_page, page_number=page)
+

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+import activities
+from activities import events as activity_events
 from hosts import nodekeys
 from hosts.models import EnrollSecret, Host, Team
 
@@ -39,6 +41,7 @@ def create_team(name: str, description: str = "", with_secret: bool = True) -> T
     team = Team.objects.create(name=validate_team_name(name), description=description)
     if with_secret:
         EnrollSecret.objects.create(secret=generate_enroll_secret(), team=team)
+    activities.record_created(team)
     return team
 
 
@@ -63,7 +66,9 @@ def validate_enroll_secret(secret: str, team: Team | None, exclude_id: int | Non
 def add_enroll_secret(secret: str | None = None, team: Team | None = None) -> EnrollSecret:
     """Add an enroll secret (generated when none is given)."""
     value = validate_enroll_secret(secret if secret is not None else generate_enroll_secret(), team)
-    return EnrollSecret.objects.create(secret=value, team=team)
+    created = EnrollSecret.objects.create(secret=value, team=team)
+    activities.record_created(created)
+    return created
 
 
 def request_refetch(host_ids: Iterable[int]) -> int:
@@ -71,6 +76,7 @@ def request_refetch(host_ids: Iterable[int]) -> int:
     ids = list(host_ids)
     count = Host.objects.filter(id__in=ids).update(refetch_requested=True)
     nodekeys.forget_hosts(ids)
+    activity_events.hosts_refetched(ids)
     return count
 
 
@@ -79,6 +85,7 @@ def transfer_hosts(host_ids: Iterable[int], team: Team | None) -> int:
     ids = list(host_ids)
     count = Host.objects.filter(id__in=ids).update(team=team)
     nodekeys.forget_hosts(ids)
+    activity_events.hosts_transferred(ids, team)
     return count
 
 
@@ -97,11 +104,14 @@ def set_agent_options(team: Team | None, options: dict | None) -> None:
             raise ValidationError({"agent_options": problems})
     if team is None:
         fleet_settings = FleetSettings.load()
+        before = fleet_settings.agent_options
         fleet_settings.agent_options = options or {}
         fleet_settings.save(update_fields=["agent_options"])
     else:
+        before = team.agent_options
         team.agent_options = options
         team.save(update_fields=["agent_options"])
+    activity_events.agent_options_edited(team, before, options if team else options or {})
     # Now, and again after commit, so a request racing the transaction cannot re-cache stale data.
     osquery_config.invalidate()
     transaction.on_commit(osquery_config.invalidate)
@@ -111,6 +121,7 @@ def delete_hosts(host_ids: Iterable[int]) -> int:
     """Delete hosts and drop their cached node-key states, so their agents must enroll again."""
     ids = list(host_ids)
     key_hashes = list(Host.objects.filter(id__in=ids).values_list("node_key_hash", flat=True))
-    deleted = Host.objects.filter(id__in=ids).delete()[1].get(Host._meta.label, 0)
+    with activity_events.deleting(Host.objects.filter(id__in=ids)):
+        deleted = Host.objects.filter(id__in=ids).delete()[1].get(Host._meta.label, 0)
     nodekeys.forget(key_hashes)
     return deleted

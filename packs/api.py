@@ -16,6 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import viewsets
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 
+from activities.api_hooks import AuditedViewSetMixin
 from hosts.choices import Role
 from hosts.models import Host, Label, Team
 from hosts.permissions import ALL_ROLES, visible_team_ids
@@ -51,7 +52,7 @@ class PackPermission(BasePermission):
     partial_update=extend_schema(summary="Change a pack (a target kind left out keeps its targets)"),
     destroy=extend_schema(summary="Delete a pack and its scheduled queries"),
 )
-class PackViewSet(viewsets.ModelViewSet):
+class PackViewSet(AuditedViewSetMixin, viewsets.ModelViewSet):
     """Packs of scheduled queries and the hosts, labels and teams they reach."""
 
     serializer_class = PackSerializer
@@ -81,7 +82,7 @@ _PACK_ID = OpenApiParameter("pack_pk", OpenApiTypes.INT, OpenApiParameter.PATH, 
     partial_update=extend_schema(summary="Change a scheduled query", parameters=[_PACK_ID]),
     destroy=extend_schema(summary="Remove a query from a pack", parameters=[_PACK_ID]),
 )
-class ScheduledQueryViewSet(viewsets.ModelViewSet):
+class ScheduledQueryViewSet(AuditedViewSetMixin, viewsets.ModelViewSet):
     """The saved queries a pack runs, with osquery's schedule options."""
 
     serializer_class = ScheduledQuerySerializer

@@ -25,12 +25,14 @@ from queries import services
 from queries.api import QUERY_WRITE_ROLES, may_write_query, readable_queries
 from queries.models import Query
 from queries.report_admin import report_link  # also registers the query reports console
+from queries.sql import MAX_SQL_LENGTH
 
 SQL_WIDGET_ATTRS = {
     "rows": 14,
     "cols": 110,
     "spellcheck": "false",
     "class": "vLargeTextField",
+    "maxlength": MAX_SQL_LENGTH,  # the browser stops there, before the server must refuse
     "style": "font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px",
 }
 PLATFORM_CHOICES = [
@@ -213,8 +215,8 @@ class QueryAdmin(admin.ModelAdmin):
 
     @admin.display(description="live")
     def live_query(self, query: Query) -> str:
-        """Opens the live-query page with this SQL, to ask the fleet now."""
-        url = reverse("admin:campaigns_campaign_new") + "?" + urlencode({"sql": query.query})
+        """Opens the live-query page for this saved query (observers may run those marked for them)."""
+        url = reverse("admin:campaigns_campaign_new") + "?" + urlencode({"query_id": query.pk})
         return format_html('<a href="{}">Run live</a>', url)
 
     @admin.display(description="report")

@@ -20,6 +20,7 @@ from rest_framework import viewsets
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 
+from activities.api_hooks import AuditedViewSetMixin
 from hosts.choices import Role
 from hosts.permissions import ALL_ROLES, FleetRolePermission, has_team_role, visible_team_ids
 from queries.models import Query
@@ -85,7 +86,7 @@ class QueryFilterSet(django_filters.FilterSet):
     partial_update=extend_schema(summary="Change a saved query"),
     destroy=extend_schema(summary="Delete a saved query (and its schedule in packs)"),
 )
-class QueryViewSet(viewsets.ModelViewSet):
+class QueryViewSet(AuditedViewSetMixin, viewsets.ModelViewSet):
     """The query library: SQL, platforms, schedule and where results go."""
 
     serializer_class = QuerySerializer

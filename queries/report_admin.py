@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from fleet.numbers import parse_id
 from hosts.permissions import HOST_READ_ROLES, has_any_role, scope_queryset, visible_team_ids
 from queries.models import Query, QueryReport
 from queries.reports import report_page
@@ -93,9 +94,9 @@ class QueryReportAdmin(admin.ModelAdmin):
         query = queries.filter(pk=query_id).first()
         if query is None:
             raise Http404("no such query")
-        number = request.GET.get("page", "1")
-        number = int(number) if number.isdigit() and int(number) > 0 else 1
-        page = report_page(query.pk, team_ids, (number - 1) * ROWS_PER_PAGE, ROWS_PER_PAGE)
+        number = parse_id(request.GET.get("page")) or 1
+        host_id = parse_id(request.GET.get("host_id"))  # the host page links to one host's rows
+        page = report_page(query.pk, team_ids, (number - 1) * ROWS_PER_PAGE, ROWS_PER_PAGE, host_id=host_id)
         columns = list(dict.fromkeys(c for row in page.rows for c in row.columns))
         pages = max((page.count + ROWS_PER_PAGE - 1) // ROWS_PER_PAGE, 1)
         clipped_hosts = (
@@ -113,6 +114,7 @@ class QueryReportAdmin(admin.ModelAdmin):
             "columns": columns,
             "table": [(row, [row.columns.get(c, "") for c in columns]) for row in page.rows],
             "number": number,
+            "host_id": host_id,
             "pages": pages,
             "previous_page": number - 1 if number > 1 else None,
             "next_page": number + 1 if number < pages else None,

@@ -21,6 +21,9 @@ process; and answers per second one gunicorn worker ingests. Django-side steps (
 campaigns) run in one long-lived child process, ``bench.py --django``, with the server's
 environment.
 
+The software inventory has its own run, ``bench.py --software [options]`` (scripts/bench_software.py:
+ingest of 2,000 hosts' software lists, first and unchanged); this page keeps its last figures.
+
 Adding a scenario: write a ``Scenario`` whose ``prepare`` sets up state through ``BenchContext``
 and whose ``request`` returns the request for a given sequence number (or whose ``run`` measures
 something other than a request rate), then add it to ``SCENARIOS``.
@@ -53,6 +56,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench_console  # noqa: E402  (scripts/bench_console.py: the console at 100,000 hosts)
+import bench_software  # noqa: E402  (scripts/bench_software.py: the software inventory's figures)
 import fuzzrecord  # noqa: E402  (scripts/fuzzrecord.py, beside this file)
 from servers import (  # noqa: E402  (scripts/servers.py, beside this file)
     SECRET,
@@ -727,6 +732,8 @@ def write_report(
         *verdicts(results),
         "",
         *live_section,
+        *bench_software.report_lines(),  # kept from its last run (bench.py --software)
+        *bench_console.report_lines(),  # kept from its last run (make bench-console)
         *fuzzrecord.report_lines(),
         "## Outages and long-lived WebSockets",
         "",
@@ -883,6 +890,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--django"]:  # the Django helper (DjangoHelper), in the server's environment
         return _django_serve()
+    if argv[:1] == ["--software"]:  # the software inventory benchmark; its options follow
+        return bench_software.main(argv[1:])
     args = parse_args(argv)
     db = ("mariadb" if mariadb_available() else "sqlite") if args.db == "auto" else args.db
     cache = ("redis" if redis_available() else "none") if args.cache == "auto" else args.cache

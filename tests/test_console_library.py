@@ -207,8 +207,10 @@ def test_query_library_links_each_query_to_the_live_query_page(admin_client):
 
     from queries.models import Query
 
-    Query.objects.create(name="uptime", query="SELECT * FROM uptime")
+    query = Query.objects.create(name="uptime", query="SELECT * FROM uptime")
     page = admin_client.get(QUERIES).content.decode()
-    assert f"/admin/campaigns/campaign/new/?sql={quote_plus('SELECT * FROM uptime')}" in page
+    assert f"/admin/campaigns/campaign/new/?query_id={query.pk}" in page
+    saved = admin_client.get(f"/admin/campaigns/campaign/new/?query_id={query.pk}").content.decode()
+    assert "Saved query: uptime" in saved and "disabled" in saved  # runs as saved, SQL not editable
     response = admin_client.get(f"/admin/campaigns/campaign/new/?sql={quote_plus('SELECT * FROM uptime')}")
     assert "SELECT * FROM uptime</textarea>" in response.content.decode()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agentapi.simulator import software
 from agentapi.simulator.sql import QueryResult, execute
 from agentapi.simulator.tables import HostTables, Row
 
@@ -101,19 +102,7 @@ def _users(t: HostTables) -> list[Row]:
 
 
 def _software(t: HostTables) -> list[Row]:
-    source = {"macos": "apps", "windows": "programs", "ubuntu": "deb_packages", "centos": "rpm_packages"}
-    table = source[t.identity.template.key]
-    return [
-        {
-            "name": r["name"],
-            "version": r.get("bundle_short_version") or r.get("version", ""),
-            "source": table,
-            "bundle_identifier": r.get("bundle_identifier", ""),
-            "installed_path": r.get("path") or r.get("install_location", ""),
-            "vendor": r.get("publisher", ""),
-        }
-        for r in t.rows(table)
-    ]
+    return software.detail_rows(t)  # a few hundred items per host, stable (simulator/software.py)
 
 
 def _battery(t: HostTables) -> list[Row]:

@@ -22,7 +22,8 @@ from typing import Any
 from agentapi.simulator.tables import HostTables, Row
 
 _TOKEN = re.compile(
-    r"\s+|--[^\n]*|(?P<str>'(?:[^']|'')*')|(?P<qid>\"(?:[^\"]|\"\")*\")|(?P<num>\d+(?:\.\d+)?)"
+    r"\s+|--[^\n]*|/\*[\s\S]*?(?:\*/|\Z)"  # white space and comments (skipped), then tokens
+    r"|(?P<str>'(?:[^']|'')*')|(?P<qid>\"(?:[^\"]|\"\")*\")|(?P<num>\d+(?:\.\d+)?)"
     r"|(?P<id>[A-Za-z_][A-Za-z0-9_]*)|(?P<op><=|>=|<>|!=|==|[=<>(),.*;])"
 )
 _KEYWORDS = frozenset(

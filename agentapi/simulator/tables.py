@@ -9,12 +9,12 @@ Every value is a string, as osquery reports them. A table missing for the host's
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agentapi.simulator import software
 from agentapi.simulator.identity import HostIdentity
 
 Row = dict[str, str]
@@ -89,35 +89,11 @@ _TRANSIENT = {
 }
 
 _SOFTWARE = {
-    "apps": ("name", "bundle_identifier", "bundle_short_version", "path"),
+    "apps": ("name", "bundle_identifier", "bundle_short_version", "path", "last_opened_time"),
     "programs": ("name", "version", "publisher", "install_location"),
     "deb_packages": ("name", "version", "arch", "source"),
     "rpm_packages": ("name", "version", "release", "arch"),
 }
-_PACKAGES = {
-    "apps": (
-        ("Google Chrome.app", "com.google.Chrome", "131.0.6778.86"),
-        ("Slack.app", "com.tinyspeck.slackmacgap", "4.41.97"),
-        ("zoom.us.app", "us.zoom.xos", "6.2.11"),
-    ),
-    "programs": (
-        ("Google Chrome", "131.0.6778.86", "Google LLC"),
-        ("Microsoft Edge", "131.0.2903.70", "Microsoft Corporation"),
-        ("7-Zip 24.08", "24.08", "Igor Pavlov"),
-    ),
-    "deb_packages": (
-        ("openssl", "3.0.2-0ubuntu1.18", "amd64"),
-        ("openssh-server", "1:8.9p1-3ubuntu0.10", "amd64"),
-        ("curl", "7.81.0-1ubuntu1.18", "amd64"),
-    ),
-    "rpm_packages": (
-        ("openssl", "1.0.2k", "x86_64"),
-        ("openssh-server", "7.4p1", "x86_64"),
-        ("curl", "7.29.0", "x86_64"),
-    ),
-}
-
-
 class HostTables:
     """Table rows for one host at the current time (``clock`` is injectable for tests)."""
 
@@ -568,35 +544,7 @@ def _logged_in_users(t: HostTables) -> list[Row]:
 
 
 def _software(table: str) -> Callable[[HostTables], list[Row]]:
-    def rows(t: HostTables) -> list[Row]:
-        digest = hashlib.sha1(t.identity.uuid.encode()).hexdigest()[:6]
-        result = []
-        for name, version, extra in _PACKAGES[table]:
-            if table == "apps":
-                result.append(
-                    {
-                        "name": name,
-                        "bundle_identifier": version,
-                        "bundle_short_version": extra,
-                        "path": f"/Applications/{name}",
-                    }
-                )
-            elif table == "programs":
-                result.append(
-                    {
-                        "name": name,
-                        "version": version,
-                        "publisher": extra,
-                        "install_location": f"C:\\Program Files\\{name}",
-                    }
-                )
-            elif table == "deb_packages":
-                result.append({"name": name, "version": version, "arch": extra, "source": name})
-            else:
-                result.append({"name": name, "version": version, "release": f"el.{digest}", "arch": extra})
-        return result
-
-    return rows
+    return lambda t: software.table_rows(t, table)  # the same items as the software detail query
 
 
 TABLES: dict[str, Table] = {

@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 
+from activities.events import applying_spec
 from packs.spec.context import Context
 from packs.spec.documents import UNSUPPORTED_KINDS, Document, document_problem
 from packs.spec.labels import plan_labels
@@ -88,8 +89,9 @@ def apply_documents(documents: list[Document], *, dry_run: bool = False, user: A
             if dry_run:
                 transaction.set_rollback(True)
                 return plan
-            for step in plan.steps:
-                step()
+            with applying_spec(plan, user):  # one activity per kind changed, surface yaml
+                for step in plan.steps:
+                    step()
             if plan.has_changes:
                 _invalidate(ctx)
     except ValidationError as exc:

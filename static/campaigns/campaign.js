@@ -27,6 +27,7 @@
   var resultsBody = resultsTable.tBodies[0];
   var errorsBody = document.getElementById("errors").tBodies[0];
   var rowCount = document.getElementById("row-count");
+  var rowWord = document.getElementById("row-word");
   var resultsNote = document.getElementById("results-note");
   var filterInput = document.getElementById("results-filter");
   var connection = document.getElementById("connection");
@@ -71,12 +72,107 @@
     columns.push(name);
     var th = document.createElement("th");
     th.textContent = name;
+    th.scope = "col";
+    th.tabIndex = 0;
+    th.dataset.column = name;
+    th.setAttribute("aria-sort", "none");
     headRow.appendChild(th);
     // Pad the rows already shown, so cells stay under their headers.
     Array.prototype.forEach.call(resultsBody.rows, function (tr) {
       tr.appendChild(document.createElement("td"));
     });
+    addColumnChoice(name, columns.length); // cell index: the host cell is 0
   }
+
+  // --- column choice: a checkbox per column hides or shows it ----------------------------------
+  var columnChoices = document.getElementById("column-choices");
+  var hiddenColumns = new Set();
+
+  function addColumnChoice(name, cellIndex) {
+    if (!columnChoices) {
+      return;
+    }
+    var hint = columnChoices.querySelector("p.help");
+    if (hint) {
+      hint.remove();
+    }
+    var label = document.createElement("label");
+    var box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = true;
+    box.dataset.column = name;
+    box.addEventListener("change", function () {
+      if (box.checked) {
+        hiddenColumns.delete(cellIndex);
+      } else {
+        hiddenColumns.add(cellIndex);
+      }
+      applyHiddenColumns();
+    });
+    label.appendChild(box);
+    label.appendChild(document.createTextNode(" " + name));
+    columnChoices.appendChild(label);
+  }
+
+  function applyHiddenColumns(rows) {
+    var targets = rows || Array.prototype.concat.call([headRow], Array.prototype.slice.call(resultsBody.rows));
+    targets.forEach(function (tr) {
+      Array.prototype.forEach.call(tr.cells, function (cell, index) {
+        cell.hidden = hiddenColumns.has(index);
+      });
+    });
+  }
+
+  // --- sorting: click (or Enter on) a header; numbers sort as numbers --------------------------
+  var sortState = { index: -1, descending: false };
+  var collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+
+  function sortRows() {
+    if (sortState.index < 0) {
+      return;
+    }
+    var index = sortState.index;
+    var sign = sortState.descending ? -1 : 1;
+    var rows = Array.prototype.slice.call(resultsBody.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[index] ? a.cells[index].textContent : "";
+      var y = b.cells[index] ? b.cells[index].textContent : "";
+      return sign * collator.compare(x, y);
+    });
+    var fragment = document.createDocumentFragment();
+    rows.forEach(function (tr) {
+      fragment.appendChild(tr);
+    });
+    resultsBody.appendChild(fragment);
+  }
+
+  function onHeaderActivate(th) {
+    var index = Array.prototype.indexOf.call(headRow.cells, th);
+    if (index < 0) {
+      return;
+    }
+    sortState.descending = sortState.index === index ? !sortState.descending : false;
+    sortState.index = index;
+    Array.prototype.forEach.call(headRow.cells, function (cell) {
+      cell.setAttribute("aria-sort", "none");
+    });
+    th.setAttribute("aria-sort", sortState.descending ? "descending" : "ascending");
+    sortRows();
+  }
+
+  headRow.addEventListener("click", function (event) {
+    var th = event.target.closest("th");
+    if (th) {
+      onHeaderActivate(th);
+    }
+  });
+  headRow.addEventListener("keydown", function (event) {
+    var th = event.target.closest("th");
+    if (th && (event.key === "Enter" || event.key === " ")) {
+      event.preventDefault();
+      onHeaderActivate(th);
+    }
+  });
 
   function cellText(value) {
     if (value === null || value === undefined) {
@@ -111,10 +207,17 @@
         tr.appendChild(td);
       });
       tr.hidden = !matchesFilter(tr);
+      if (hiddenColumns.size) {
+        applyHiddenColumns([tr]);
+      }
       resultsBody.appendChild(tr);
       rowsShown += 1;
     });
+    if (sortState.index >= 0 && rows.length) {
+      sortRows();
+    }
     rowCount.textContent = rowsReceived;
+    rowWord.textContent = rowsReceived === 1 ? "row" : "rows";
     if (rowsShown < rowsReceived) {
       resultsNote.hidden = false;
       resultsNote.textContent = "Showing the first " + rowsShown + " rows; export CSV for all of them.";

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
+from activities.context import as_command
 from campaigns import services
 from campaigns.models import ACTIVE_STATUSES, Campaign, CampaignResult, ResultState
 from fleet.csvsafe import SafeWriter
@@ -160,6 +161,7 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
         parser.add_argument("--user", help="Run as this user (default: the first superuser).")
 
+    @as_command
     def handle(self, *args: Any, **options: Any) -> None:
         user = self._user(options["user"])
         timeout = options["timeout"]

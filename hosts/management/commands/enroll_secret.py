@@ -13,6 +13,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from activities.context import as_command
+from activities.events import deleting
 from hosts import services
 from hosts.models import EnrollSecret, Team
 
@@ -39,6 +41,7 @@ class Command(BaseCommand):
         remove = actions.add_parser("remove", help="Remove a secret; enrolled hosts stay enrolled.")
         remove.add_argument("secret")
 
+    @as_command
     def handle(self, *args: Any, **options: Any) -> None:
         getattr(self, f"_{options['action']}")(options)
 
@@ -71,7 +74,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{secret:<{widths[0]}}  {team:<{widths[1]}}  {created}")
 
     def _remove(self, options: dict[str, Any]) -> None:
-        deleted, _ = EnrollSecret.objects.filter(secret=options["secret"]).delete()
+        with deleting(EnrollSecret.objects.filter(secret=options["secret"])):
+            deleted, _ = EnrollSecret.objects.filter(secret=options["secret"]).delete()
         if not deleted:
             raise CommandError("No such enroll secret.")
         self.stdout.write(self.style.SUCCESS("Removed the enroll secret; new hosts can no longer use it."))

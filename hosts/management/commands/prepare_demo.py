@@ -1,7 +1,8 @@
 """``manage.py prepare_demo``: what ``make run`` needs before it starts the server.
 
-An admin login, a global enroll secret for the demo hosts and a self-signed certificate for the
-HTTPS port. Idempotent: a second run keeps the same password, secret and certificate, so agents
+An admin login, a global enroll secret for the demo hosts, a self-signed certificate for the
+HTTPS port, and Fleet's standard query library as saved queries (once, when there are none).
+Idempotent: a second run keeps the same password, secret and certificate, so agents
 enrolled earlier keep working. Prints ``key=value`` lines that ``scripts/run.py`` reads.
 """
 
@@ -19,6 +20,9 @@ from fleet.selfsigned import ensure_certificate
 from hosts.choices import Role
 from hosts.models import EnrollSecret, UserRole
 
+# Fleet's standard query library (queries/data/README.md has its source and licence).
+STANDARD_QUERY_LIBRARY = Path(__file__).resolve().parents[3] / "queries/data/standard-query-library.yml"
+
 
 class Command(BaseCommand):
     help = "Create the demo admin user, a global enroll secret and a self-signed TLS certificate."
@@ -35,18 +39,21 @@ class Command(BaseCommand):
         username, password = self._admin(options["username"], Path(options["password_file"]))
         secret = self._enroll_secret()
         ensure_certificate(Path(settings.TLS_CERT_FILE), Path(settings.TLS_KEY_FILE))
+        loaded = self._query_library()
         self.stdout.write(f"username={username}")
         self.stdout.write(f"password={password}")
         self.stdout.write(f"enroll_secret={secret}")
         self.stdout.write(f"cert={settings.TLS_CERT_FILE}")
         self.stdout.write(f"key={settings.TLS_KEY_FILE}")
+        self.stdout.write(f"queries_loaded={loaded}")
 
     def _admin(self, username: str, password_file: Path) -> tuple[str, str]:
         """A superuser with the global admin role; the password is generated once and kept."""
         if password_file.exists():
             password = password_file.read_text().strip()
         else:
-            password = secrets.token_urlsafe(12)
+            # Random, and within the password rules (12+ characters with a digit and a symbol).
+            password = f"{secrets.token_urlsafe(12)}-{secrets.randbelow(10)}"
             password_file.parent.mkdir(parents=True, exist_ok=True)
             password_file.write_text(password)
             password_file.chmod(0o600)
@@ -60,6 +67,17 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
         UserRole.objects.get_or_create(user=user, team=None, defaults={"role": Role.ADMIN})
         return username, password
+
+    def _query_library(self) -> int:
+        """Apply Fleet's standard query library when no query exists yet; the number loaded."""
+        from packs.spec import apply_documents, parse_yaml
+        from queries.models import Query
+
+        if Query.objects.exists():
+            return 0
+        text = STANDARD_QUERY_LIBRARY.read_text(encoding="utf-8")
+        apply_documents(parse_yaml(text, STANDARD_QUERY_LIBRARY.name))
+        return Query.objects.count()
 
     def _enroll_secret(self) -> str:
         existing = EnrollSecret.objects.filter(team__isnull=True).order_by("created_at").first()

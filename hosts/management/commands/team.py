@@ -11,6 +11,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from activities.context import as_command
+from activities.events import deleting
 from hosts import services
 from hosts.filters import with_host_counts
 from hosts.models import Team
@@ -28,6 +30,7 @@ class Command(BaseCommand):
         remove = actions.add_parser("remove", help="Delete a team; its hosts move to no team.")
         remove.add_argument("name")
 
+    @as_command
     def handle(self, *args: Any, **options: Any) -> None:
         getattr(self, f"_{options['action']}")(options)
 
@@ -56,7 +59,8 @@ class Command(BaseCommand):
         if team is None:
             raise CommandError(f'No team named "{options["name"]}".')
         hosts = team.hosts.count()
-        team.delete()
+        with deleting(Team.objects.filter(pk=team.pk)):
+            team.delete()
         self.stdout.write(
             self.style.SUCCESS(
                 f'Removed team "{team.name}"; {hosts} host(s) now have no team '

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from activities.context import as_command
 from packs.spec import SpecError, SpecSyntaxError, apply_documents, parse_yaml
 
 
@@ -43,6 +44,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--dry-run", action="store_true", help="Print what would change; change nothing.")
 
+    @as_command
     def handle(self, *args: Any, **options: Any) -> None:
         documents = []
         for name in options["files"]:

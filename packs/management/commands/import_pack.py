@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from activities.context import as_command
 from packs.management.commands.apply import read_source
 from packs.osquery_packs import PackFileError, import_pack
 from packs.spec import SpecError
@@ -28,6 +29,7 @@ class Command(BaseCommand):
             "--strict", action="store_true", help="Import nothing if any query has a problem."
         )
 
+    @as_command
     def handle(self, *args: Any, **options: Any) -> None:
         text, source = read_source(options["file"])
         name = options["name"] or (Path(options["file"]).stem if options["file"] != "-" else "")
