@@ -87,9 +87,9 @@ def configure(args: argparse.Namespace) -> None:
         os.environ["SQLITE_PATH"] = str(var / "console.sqlite3")
     else:
         os.environ.setdefault("DATABASE_URL", "mysql://root@localhost/fleet_bench_console")
-        # Production's shape: the cache in Redis (index 9, cleared for the cold loads) and Celery
+        # Production's shape: the cache in Redis (index 8, cleared for the cold loads) and Celery
         # not eager, so the software recount runs on a worker, never inside a page load.
-        os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
+        os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/8")
         os.environ.setdefault(
             "DJANGO_SECRET_KEY", "bench-only-secret-key-not-for-production-0123456789abcdef"
         )

@@ -67,7 +67,9 @@ def redis_layer(settings):
         return
     if not _redis_up():
         pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
-    settings.CHANNEL_LAYERS = {"default": redis_channel_layer("redis://127.0.0.1:6379/14")}
+    # Index 12, not 14: test_outages' cache lives on 14, and clearing it (FLUSHDB) on the other
+    # xdist worker wiped this socket's group membership mid-test.
+    settings.CHANNEL_LAYERS = {"default": redis_channel_layer("redis://127.0.0.1:6379/12")}
     yield
 
 
