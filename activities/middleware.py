@@ -17,15 +17,15 @@ from django.http import HttpRequest, HttpResponse
 
 from activities.choices import Surface
 from activities.context import acting_as
+from agentapi.errorlog import AGENT_PATH_PREFIXES
 
 CONSOLE_PREFIX = "/admin/"
 REST_PREFIX = "/api/v1/"
-AGENT_PREFIXES = ("/api/v1/osquery/", "/api/osquery/", "/api/fleet/orbit/")
 
 
 def surface_for_path(path: str) -> str | None:
     """The surface a request path belongs to, or ``None`` for paths that record nothing."""
-    if path.startswith(AGENT_PREFIXES):
+    if path.startswith(AGENT_PATH_PREFIXES):
         return None
     if path.startswith(CONSOLE_PREFIX):
         return Surface.CONSOLE

@@ -7,8 +7,8 @@
   never tell who was missing), Stop, and a CSV export of the kept results.
 
 Every rule (who may run, who may watch, what input is valid) is ``campaigns.services``'; these
-views only shape requests and pages. The pages are admin views, so non-staff users are sent to
-the login page first; staff without a role that may run live queries get a 403.
+views only shape requests and pages. The pages are admin views, so users without a console role are sent to
+the login page first; users whose role may not run live queries get a page that says so (403).
 """
 
 from __future__ import annotations
@@ -56,11 +56,6 @@ def may_run_live_queries(user: Any) -> bool:
     except CampaignError:
         return False
     return True
-
-
-def _check_may_run(request: HttpRequest) -> None:
-    if not may_run_live_queries(request.user):
-        raise PermissionDenied("Your role may not run live queries.")
 
 
 def _saved_query(request: HttpRequest) -> Query | None:

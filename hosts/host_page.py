@@ -195,13 +195,11 @@ def query_reports(host: Host) -> QuerySet:
 
 def live_query_history(host: Host, user: Any) -> list[Any]:
     """The live queries that asked this host, newest first, among those the user may watch."""
-    from campaigns.models import CampaignResult
+    from campaigns.models import Campaign, CampaignResult
     from campaigns.services import watchable
 
     results = CampaignResult.objects.filter(host_id=host.pk).order_by("-id")
     campaign_ids = list(results.values_list("campaign_id", flat=True)[: RECENT_LIVE_QUERIES * 2])
-    from campaigns.models import Campaign
-
     campaigns = watchable(Campaign.objects.filter(id__in=campaign_ids), user).select_related("created_by")
     answers = dict(results.filter(campaign_id__in=campaign_ids).values_list("campaign_id", "state"))
     history = list(campaigns.defer("host_ids").order_by("-created_at")[:RECENT_LIVE_QUERIES])
