@@ -24,7 +24,7 @@ from hosts.console_permissions import CONSOLE_ROLES
 from hosts.details import platform_family
 from hosts.filters import KNOWN_PLATFORMS, NO_TEAM, filter_team
 from hosts.models import Host, LabelMembership, LabelType, Team
-from hosts.permissions import scope_queryset, visible_team_ids
+from hosts.permissions import SECRET_READ_ROLES, has_any_role, scope_queryset, visible_team_ids
 from hosts.status import MISSING_AFTER, NEW_FOR
 
 TOP_LABELS = 8
@@ -211,6 +211,7 @@ def dashboard_context(request: Any, team_id: int | None) -> dict[str, Any]:
         "chosen_team": team_id,
         "recent_campaigns": recent_campaigns(user) if may_run_live_queries(user) else [],
         "may_run_live_queries": may_run_live_queries(user),
+        "may_add_hosts": has_any_role(user, SECRET_READ_ROLES),  # Add hosts shows enroll secrets
         "computed_at": datetime.fromisoformat(summary.computed_at),
         "cache_seconds": _cache_seconds(),
     }

@@ -97,3 +97,11 @@ def test_recent_live_queries(admin_client, fleet):
     Campaign.objects.create(sql="SELECT * FROM usb_devices", created_by=admin)
     page = admin_client.get("/admin/").content.decode()
     assert "SELECT * FROM usb_devices" in page and "Recent live queries" in page
+
+
+def test_shortcuts_follow_the_role(admin_client, client, fleet):
+    page = admin_client.get("/admin/").content.decode()
+    assert 'id="dashboard-live-query"' in page and 'id="dashboard-add-hosts"' in page
+    client.force_login(user_with_role("viewer", Role.OBSERVER))
+    page = client.get("/admin/").content.decode()
+    assert 'id="dashboard-live-query"' not in page and 'id="dashboard-add-hosts"' not in page
