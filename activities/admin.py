@@ -144,7 +144,6 @@ class ActivityAdmin(CappedPaginationAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Activity]:
         return visible_activities(super().get_queryset(request), request.user)
 
-
     # The trail is written by the server only.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

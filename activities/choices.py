@@ -48,6 +48,22 @@ class ActivityType(models.TextChoices):
     DELETED_SCHEDULED_QUERY = "deleted_scheduled_query", "Removed a query from a pack"
     # Live queries
     LIVE_QUERY = "live_query", "Ran a live query"
+    # Scripts and device actions (hostscripts)
+    ADDED_SCRIPT = "added_script", "Added a script"
+    EDITED_SCRIPT = "edited_script", "Edited a script"
+    DELETED_SCRIPT = "deleted_script", "Deleted a script"
+    RAN_SCRIPT = "ran_script", "Ran a script"
+    CANCELED_RUN_SCRIPT = "canceled_run_script", "Cancelled a script run"
+    LOCKED_HOST = "locked_host", "Locked a host"
+    UNLOCKED_HOST = "unlocked_host", "Unlocked a host"
+    WIPED_HOST = "wiped_host", "Wiped a host"
+    CANCELED_LOCK_HOST = "canceled_lock_host", "Cancelled a lock"
+    CANCELED_UNLOCK_HOST = "canceled_unlock_host", "Cancelled an unlock"
+    CANCELED_WIPE_HOST = "canceled_wipe_host", "Cancelled a wipe"
+    # Agent updates (updates)
+    INITIALISED_UPDATE_REPOSITORY = "initialised_update_repository", "Initialised the update repository"
+    PUBLISHED_AGENT_UPDATE = "published_agent_update", "Published an agent update"
+    RESIGNED_UPDATE_TIMESTAMP = "resigned_update_timestamp", "Re-signed the update timestamp"
     # Configuration as code
     APPLIED_SPEC_SAVED_QUERY = "applied_spec_saved_query", "Applied query specs"
     APPLIED_SPEC_PACK = "applied_spec_pack", "Applied pack specs"

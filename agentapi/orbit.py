@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.db.models import Subquery
 from django.http import HttpRequest
 
 from agentapi.endpoint import Credential, agent_endpoint
 from agentapi.wire import AgentError
 from hosts import nodekeys
+from hosts.agent_options import default_agent_options
 from hosts.enrollment import EnrollmentError, InvalidEnrollment, enroll_orbit
 from hosts.models import FleetSettings, Host
-
-DEFAULT_SCRIPT_TIMEOUT = 300
+from hostscripts import services as scripts
 
 
 def _str(body: dict[str, Any], field: str) -> str:
@@ -45,26 +47,48 @@ def orbit_enroll(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     return {"orbit_node_key": orbit_key}
 
 
+def _options(value: Any) -> dict[str, Any]:
+    """Agent options as stored; a JSON subquery comes back as text on some databases."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
 @agent_endpoint("MAX_REQUEST_SIZE", Credential.ORBIT_NODE_KEY)
 def orbit_config(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     key = body.get("orbit_node_key")
     if not isinstance(key, str) or not key:
         raise AgentError("missing orbit node key", status=401, node_invalid=True)
     # Looked up in the database, not the cache: a re-enrolled or deleted host's old key must stop
-    # working at once (the config needs this row anyway, so it costs no extra query).
+    # working at once. One query brings the host, its team's options, and the global row's
+    # options and script switch; a second lists the host's pending scripts.
+    global_row = FleetSettings.objects.filter(pk=1)
     host = (
         Host.objects.filter(orbit_node_key_hash=nodekeys.hash_node_key(key))
-        .values("team__agent_options")
+        .annotate(
+            global_options=Subquery(global_row.values("agent_options")[:1]),
+            scripts_off=Subquery(global_row.values("scripts_disabled")[:1]),
+        )
+        .values("id", "team__agent_options", "global_options", "scripts_off")
         .first()
     )
     if host is None:
         raise AgentError("invalid orbit node key", status=401, node_invalid=True)
-    options = host["team__agent_options"] or FleetSettings.load().agent_options
+    options = (
+        _options(host["team__agent_options"]) or _options(host["global_options"]) or default_agent_options()
+    )
+    notifications: dict[str, Any] = {}
+    pending = scripts.pending_execution_ids(host["id"], include_scripts=not host["scripts_off"])
+    if pending:
+        notifications["pending_script_execution_ids"] = pending
     return {
-        "script_execution_timeout": options.get("script_execution_timeout", DEFAULT_SCRIPT_TIMEOUT),
+        "script_execution_timeout": scripts.timeout_for(options),
         "command_line_startup_flags": options.get("command_line_flags") or {},
         "extensions": options.get("extensions") or {},
         "nudge_config": None,
-        "notifications": {},
+        "notifications": notifications,
         "update_channels": options.get("update_channels") or {},
     }

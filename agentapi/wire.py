@@ -157,9 +157,7 @@ def check_structure(raw: bytes, max_containers: int) -> None:
     few objects per row.
     """
     if count_containers(raw) > max_containers:
-        raise AgentError(
-            f"request body holds more than {max_containers} JSON objects and arrays", status=413
-        )
+        raise AgentError(f"request body holds more than {max_containers} JSON objects and arrays", status=413)
 
 
 def _string_field(name: bytes) -> re.Pattern[bytes]:

@@ -10,6 +10,7 @@ from fleet.api_auth import TokenLoginView, TokenLogoutAllView, TokenLogoutView
 from fleet.api_docs import ApiDocsView
 from hosts import api as hosts_api
 from hosts import labels_api
+from hostscripts import api as hostscripts_api
 from packs import api as packs_api
 from packs.spec_api import SpecView
 from queries import api as queries_api
@@ -24,6 +25,7 @@ queries_api.register(router)
 packs_api.register(router)
 activities_api.register(router)
 software_api.register(router)
+hostscripts_api.register(router)
 
 urlpatterns = [
     path("auth/token/", TokenLoginView.as_view(), name="api-token"),

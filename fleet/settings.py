@@ -72,6 +72,9 @@ INSTALLED_APPS = [
     "campaigns",
     "agentapi",
     "activities",  # the audit trail (docs/activities.md)
+    "hostscripts",  # script library, per-host run queue, lock/unlock/wipe (docs/scripts.md)
+    "devices",  # Fleet Desktop's device API and the My device page (docs/my-device.md)
+    "updates",  # the TUF repository for agent updates (docs/agent-updates.md)
     "users",  # console users, roles, invitations, password rules, `manage.py user` (docs/users.md)
 ]
 
@@ -474,6 +477,15 @@ LIVE_QUERY = {
     "STORE_TTL": env.int("LIVE_QUERY_STORE_TTL", default=7 * 24 * 3600),
 }
 
+# --- Scripts (docs/scripts.md) -----------------------------------------------------------------
+SCRIPTS = {
+    # The synchronous REST form (POST /api/v1/scripts/run/sync/) waits at most this long.
+    "SYNC_MAX_WAIT": env.float("SCRIPTS_SYNC_MAX_WAIT", default=300.0),
+    "SYNC_POLL_INTERVAL": env.float("SCRIPTS_SYNC_POLL_INTERVAL", default=0.5),
+    # Hosts one request may target (a team, labels, a list of hosts).
+    "MAX_HOSTS_PER_RUN": env.int("SCRIPTS_MAX_HOSTS_PER_RUN", default=10_000),
+}
+
 # --- Metrics and logging ---------------------------------------------------------------------
 METRICS_TOKEN = secret("METRICS_TOKEN") or ""
 LOGGING = {
@@ -507,3 +519,40 @@ TLS_KEY_FILE = env.str("FLEET_TLS_KEY_FILE", default=str(VAR_DIR / "tls" / "key.
 # on TLS_PORT" (the "Add hosts" page shows it).
 AGENT_TLS_HOSTNAME = env.str("FLEET_AGENT_TLS_HOSTNAME", default="")
 TLS_PORT = env.int("TLS_PORT", default=8443)
+
+# --- Agent updates (TUF) (docs/agent-updates.md) ------------------------------------------------
+# The repository orbit updates itself, osqueryd and Fleet Desktop from, served read-only at /tuf/.
+# `manage.py updates` keeps the signing keys in KEYS_DIR (never served) and writes REPOSITORY_DIR;
+# with BASE_URL set, /tuf/ redirects there instead (a bucket or CDN holding the repository).
+_UPDATES_ROOT = Path(env.str("FLEET_UPDATES_ROOT", default=str(VAR_DIR / "tuf")))
+AGENT_UPDATES = {
+    "REPOSITORY_DIR": env.str("FLEET_UPDATES_REPOSITORY_DIR", default=str(_UPDATES_ROOT / "repository")),
+    "KEYS_DIR": env.str("FLEET_UPDATES_KEYS_DIR", default=str(_UPDATES_ROOT / "keys")),
+    "BASE_URL": env.str("FLEET_UPDATES_BASE_URL", default=""),
+    # timestamp.json is valid 14 days; it is re-signed (FLEET_TIMESTAMP_PASSPHRASE) when fewer remain.
+    "TIMESTAMP_REFRESH_DAYS": env.float("FLEET_UPDATES_TIMESTAMP_REFRESH_DAYS", default=7.0),
+    "TIMESTAMP_CHECK_INTERVAL": env.float("FLEET_UPDATES_TIMESTAMP_CHECK_INTERVAL", default=4 * 3600.0),
+    "KEY_SCRYPT_N": 2**15,  # cost of deriving a key's sealing key from its passphrase (go-tuf's)
+}
+CELERY_BEAT_SCHEDULE["updates-refresh-timestamp"] = {
+    "task": "updates.refresh_timestamp",
+    "schedule": AGENT_UPDATES["TIMESTAMP_CHECK_INTERVAL"],
+    "options": {"expires": AGENT_UPDATES["TIMESTAMP_CHECK_INTERVAL"]},
+}
+# Clients ask for the next root.json at every check and get a 404: not worth a log line each.
+LOGGING["filters"]["tuf_not_found"] = {"()": "updates.logfilter.DropRepositoryNotFound"}
+LOGGING["loggers"]["django.request"]["filters"].append("tuf_not_found")
+
+# --- Fleet Desktop and My device (docs/my-device.md) ------------------------------------------
+# A device token is valid TOKEN_TTL seconds after orbit set it (Fleet: one hour); the one before a
+# rotation stays valid one TTL more. FAILURE_LIMIT bad tokens from one address within
+# FAILURE_WINDOW seconds ban that address for BAN_SECONDS (Fleet: 1,000 a minute, one minute).
+FLEET_DESKTOP = {
+    "TOKEN_TTL": env.int("DEVICE_TOKEN_TTL_SECONDS", default=3600),
+    "FAILURE_LIMIT": env.int("DEVICE_AUTH_FAILURE_LIMIT", default=1000),
+    "FAILURE_WINDOW": env.int("DEVICE_AUTH_FAILURE_WINDOW_SECONDS", default=60),
+    "BAN_SECONDS": env.int("DEVICE_AUTH_BAN_SECONDS", default=60),
+}
+# Device tokens travel in URL paths: the log handler rewrites them out of every record.
+LOGGING["filters"]["device_tokens"] = {"()": "devices.logfilter.RedactDeviceTokens"}
+LOGGING["handlers"]["console"]["filters"].append("device_tokens")

@@ -12,6 +12,8 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
     path("", include("agentapi.urls")),
+    path("", include("devices.urls")),  # Fleet Desktop's device API, orbit's device_token, My device
+    path("tuf/", include("updates.urls")),  # agent updates (read-only TUF repository)
     path("api/v1/", include("fleet.api_urls")),
     path("admin/", admin.site.urls),
     path("", include("users.urls")),  # invitation and set-password pages (/invite/<token>/)

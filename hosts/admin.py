@@ -13,6 +13,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -25,6 +26,7 @@ from django.utils.timesince import timesince
 
 from campaigns.admin_views import live_query_hosts, may_run_live_queries
 from hosts import admin_views, host_export, host_page, services
+from hosts.admin_actions import action_step_context
 from hosts.admin_forms import (
     EnrollSecretForm,
     FleetSettingsForm,
@@ -49,6 +51,9 @@ from hosts.permissions import (
     visible_team_ids,
 )
 from hosts.status import NEW_FOR, status_of
+from hostscripts import access as script_access
+from hostscripts import services as script_services
+from hostscripts.admin_views import run_script_hosts
 from software.filters import SoftwareHostListFilter
 
 STATUS_COLOURS = {
@@ -232,7 +237,8 @@ class HostAdmin(CappedPaginationAdminMixin, admin.ModelAdmin):
     list_per_page = 100
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # counts come from the dashboard's kept aggregates instead
-    actions = ["refetch_hosts", "transfer_hosts", live_query_hosts]  # and the stock delete (delete_queryset)
+    # and the stock delete (delete_queryset)
+    actions = ["refetch_hosts", "transfer_hosts", live_query_hosts, run_script_hosts]
     change_list_template = "admin/hosts/host/change_list.html"
 
     # --- list and page --------------------------------------------------------------------------
@@ -242,7 +248,6 @@ class HostAdmin(CappedPaginationAdminMixin, admin.ModelAdmin):
 
     def get_list_display(self, request: HttpRequest) -> list[str]:
         return ["status", "display_name", "platform", *chosen_columns(request), "last_seen"]
-
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         chosen = chosen_columns(request)
@@ -264,6 +269,9 @@ class HostAdmin(CappedPaginationAdminMixin, admin.ModelAdmin):
 
     def has_live_query_permission(self, request: HttpRequest) -> bool:
         return may_run_live_queries(request.user)  # the "Live query the selected hosts" action
+
+    def has_run_script_permission(self, request: HttpRequest) -> bool:
+        return script_access.may_run_anywhere(request.user)  # the "Run a script" action
 
     @admin.display(description="status")
     def status(self, host: Host) -> str:
@@ -380,19 +388,9 @@ class HostAdmin(CappedPaginationAdminMixin, admin.ModelAdmin):
             count = services.transfer_hosts(queryset.values_list("pk", flat=True), team)
             self.message_user(request, f"Moved {count} host(s) to {team.name if team else 'No team'}.")
             return None
-        # Django always posts select_across ("0" or "1"): only "1" means every matching host.
-        across = request.POST.get("select_across") == "1"
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Transfer hosts to a team",
-            "opts": self.model._meta,
-            "form": form,
-            "hosts": queryset[:20],
-            "host_count": None if across else queryset.count(),
-            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-            "select_across": "1" if across else "0",
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        }
+        context = action_step_context(
+            self, request, queryset, title="Transfer hosts to a team", form=form, action="transfer_hosts"
+        )
         return TemplateResponse(request, "admin/hosts/host/transfer_hosts.html", context)
 
     # --- extra pages ------------------------------------------------------------------------------
@@ -475,12 +473,40 @@ class FleetSettingsAdmin(admin.ModelAdmin):
     """A single row: the list page goes straight to it."""
 
     form = FleetSettingsForm
+    fieldsets = [
+        (
+            "Organisation (shown to end users)",
+            {
+                "fields": [
+                    "org_name",
+                    "org_logo_url",
+                    "org_logo_url_light_background",
+                    "contact_url",
+                    "transparency_url",
+                ]
+            },
+        ),
+        ("Scripts", {"fields": ["scripts_disabled"]}),
+        ("Agent options", {"fields": ["agent_options"]}),
+    ]
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if isinstance(db_field, models.URLField):
+            kwargs.setdefault("assume_scheme", "https")  # Django 6's default; it warns until then
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: FleetSettings | None = None) -> bool:
         return False
+
+    def save_model(self, request: HttpRequest, obj: FleetSettings, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # scripts_disabled takes effect at once: the cached switch is dropped now and after commit
+        # (a process reading it in between would otherwise keep the old value a few seconds).
+        script_services.forget_switch()
+        transaction.on_commit(script_services.forget_switch)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         if not self.has_view_or_change_permission(request):

@@ -12,6 +12,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import models
 
 from hosts import services
 from hosts.agent_options import validate_agent_options
@@ -156,6 +157,14 @@ class TeamSecretFormSet(forms.BaseInlineFormSet):
             raise ValidationError(f"A team can have at most {limit} enroll secrets.")
 
 
+def https_urls(field: Any, **kwargs: Any) -> forms.Field | None:
+    """A form field where URLs typed without a scheme mean https (Django 6's default; Django 5
+    warns on every URL field that does not say so)."""
+    if isinstance(field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return field.formfield(**kwargs)
+
+
 class FleetSettingsForm(forms.ModelForm):
     agent_options = PrettyJSONField(
         required=False,
@@ -165,7 +174,16 @@ class FleetSettingsForm(forms.ModelForm):
 
     class Meta:
         model = FleetSettings
-        fields = ["agent_options"]
+        formfield_callback = https_urls
+        fields = [
+            "org_name",
+            "org_logo_url",
+            "org_logo_url_light_background",
+            "contact_url",
+            "transparency_url",
+            "scripts_disabled",
+            "agent_options",
+        ]
 
     def clean_agent_options(self) -> dict[str, Any]:
         return self.cleaned_data.get("agent_options") or {}

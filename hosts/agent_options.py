@@ -77,4 +77,28 @@ def validate_agent_options(options: Any) -> list[str]:
     overrides = options.get("overrides", {})
     if not isinstance(overrides, dict) or not isinstance(overrides.get("platforms", {}), dict):
         problems.append("overrides.platforms must be a JSON object of platform name to config")
+    problems.extend(update_channel_problems(options.get("update_channels")))
+    return problems
+
+
+def update_channel_problems(channels: Any) -> list[str]:
+    """orbit's ``update_channels``: the channel of the update repository each component follows
+    (``stable``, ``edge``, a pinned version). Each becomes a path segment of the URL orbit fetches,
+    so only safe names pass (``updates.naming``)."""
+    from updates.naming import COMPONENTS, is_safe_segment
+
+    if channels is None:
+        return []
+    if not isinstance(channels, dict):
+        return ["update_channels must be a JSON object with orbit, osqueryd and/or desktop"]
+    problems = []
+    unknown = set(channels) - set(COMPONENTS)
+    if unknown:
+        problems.append(f"update_channels: unknown keys: {', '.join(sorted(map(str, unknown)))}")
+    for component in COMPONENTS:
+        if component in channels and not is_safe_segment(channels[component]):
+            problems.append(
+                f"update_channels.{component} must be a channel name such as stable, edge or 1.38.1 "
+                "(letters, digits, '.', '-' and '_', starting with a letter or digit)"
+            )
     return problems

@@ -51,6 +51,12 @@ MODEL_RULES: dict[str, dict[str, frozenset[str]]] = {
     "packs.scheduledquery": _rules(CONSOLE_ROLES, WRITE_ROLES),
     # Observers may run saved queries marked observer_can_run; campaigns.services decides which.
     "campaigns.campaign": _rules(CONSOLE_ROLES, frozenset(), add=CONSOLE_ROLES),
+    # Scripts: admins and maintainers write the library (of their teams); runs are read-only
+    # records, and running, cancelling, lock and wipe check the host's team (hostscripts.access).
+    "hostscripts.script": _rules(CONSOLE_ROLES, WRITE_ROLES),
+    "hostscripts.scriptrun": _rules(CONSOLE_ROLES, frozenset()),
+    # The "Agent updates" page: everyone looks; updates/admin.py narrows managing to global admins.
+    "updates.agentupdates": {**_rules(CONSOLE_ROLES, ADMIN_ROLES, add=frozenset()), _DELETE: frozenset()},
 }
 # Users and invitations (the users app) check roles themselves (users/permissions.py): global
 # admins manage everyone, team admins the users of their teams.

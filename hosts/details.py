@@ -282,8 +282,15 @@ def ingest_network_interface(host: Host, rows: Rows) -> list[str]:
 
 def ingest_orbit_info(host: Host, rows: Rows) -> list[str]:
     row, changed = _single(rows, "orbit_info"), []
-    if row is not None and _text(row, "version"):
+    if row is None:
+        return changed
+    if _text(row, "version"):
         _set(host, "orbit_version", row["version"], changed)
+    if "desktop_version" in row:
+        _set(host, "desktop_version", _text(row, "desktop_version"), changed)
+    enabled = _text(row, "scripts_enabled")
+    if enabled in ("0", "1"):
+        _set(host, "scripts_enabled", enabled == "1", changed)
     return changed
 
 
@@ -352,7 +359,7 @@ DETAIL_QUERIES: dict[str, DetailQuery] = {
         ),
         DetailQuery(
             "orbit_info",
-            "SELECT version FROM orbit_info",
+            "SELECT version, desktop_version, scripts_enabled FROM orbit_info",
             None,
             ingest_orbit_info,
             discovery="SELECT 1 FROM osquery_registry WHERE active = true AND registry = 'table' "

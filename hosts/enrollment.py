@@ -110,6 +110,11 @@ def check_identifier(identifier: str) -> None:
         raise InvalidEnrollment("host identifier contains a NUL character")
 
 
+_OSQUERY_ENROLL_FIELDS = [
+    f.name for f in Host._meta.concrete_fields if not f.primary_key and f.name != "orbit_node_key_hash"
+]
+
+
 def _store_new_key(
     host: Host, node_key: str, team_id: int | None, now, public_ip: str, host_details: dict
 ) -> str | None:
@@ -124,7 +129,8 @@ def _store_new_key(
     details.ingest(
         host, {k: v for k, v in answered.items() if k in ("os_version", "osquery_info", "system_info")}
     )
-    host.save()
+    # Every column but orbit's key: orbit may enroll the same host concurrently (see _orbit_host).
+    host.save(update_fields=_OSQUERY_ENROLL_FIELDS)
     return old_hash
 
 
@@ -183,6 +189,7 @@ def _orbit_host(
     hardware_uuid, hardware_serial, hostname, platform, computer_name, hardware_model = values
     host.orbit_node_key_hash = nodekeys.hash_node_key(orbit_key)
     host.team_id = team_id
+    changed = ["orbit_node_key_hash", "team"]
     for field, value in (
         ("uuid", hardware_uuid),
         ("hardware_serial", hardware_serial),
@@ -193,5 +200,8 @@ def _orbit_host(
     ):
         if value and not getattr(host, field):
             setattr(host, field, value[:255])
-    host.save()
+            changed.append(field)
+    # Only these columns: osquery enrolls the same host at the same moment on a real machine, and
+    # a full save would write back the node key it read before osquery's enrolment changed it.
+    host.save(update_fields=changed)
     return host

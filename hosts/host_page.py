@@ -23,6 +23,7 @@ RECENT_LIVE_QUERIES = 20
 REPORTS_SHOWN = 50
 SOFTWARE_SHOWN = 500
 ACTIVITIES_SHOWN = 20
+SCRIPT_RUNS_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def vitals(host: Host) -> list[tuple[str, list[Vital]]]:
             [
                 Vital("osquery", host.osquery_version),
                 Vital("orbit", host.orbit_version),
+                Vital("Fleet Desktop", host.desktop_version),
                 Vital("Checks for queries", _interval(host.distributed_interval)),
                 Vital("Fetches its config", _interval(host.config_tls_refresh)),
                 Vital("Sends logs", _interval(host.logger_tls_period)),
@@ -221,10 +223,12 @@ def _section(module: str, function: str) -> Any:
 
 
 def extra_sections(host: Host, user: Any) -> dict[str, Any]:
-    """Sections other apps add to the host page (software inventory, the audit trail)."""
+    """Sections other apps add to the host page (software inventory, scripts, the audit trail)."""
     software = _section("software.hostpage", "software_for_host")
+    scripts = _section("hostscripts.hostpage", "scripts_for_host")
     activities = _section("activities.hostpage", "activities_for_host")
     return {
         "software": software(host, SOFTWARE_SHOWN) if software else None,
+        "scripts": scripts(host, user, SCRIPT_RUNS_SHOWN) if scripts else None,
         "activities": activities(host, user, ACTIVITIES_SHOWN) if activities else None,
     }

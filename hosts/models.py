@@ -109,6 +109,9 @@ class Host(models.Model):
     kernel_version = models.CharField(max_length=255, blank=True, verbose_name="kernel version")
     osquery_version = models.CharField(max_length=255, blank=True, verbose_name="osquery version")
     orbit_version = models.CharField(max_length=255, blank=True, verbose_name="orbit version")
+    desktop_version = models.CharField(max_length=255, blank=True, verbose_name="Fleet Desktop version")
+    # What orbit reports in ``orbit_info.scripts_enabled``: None until it has reported (or no orbit).
+    scripts_enabled = models.BooleanField(null=True, blank=True, verbose_name="scripts enabled")
     cpu_type = models.CharField(max_length=255, blank=True, verbose_name="CPU type")
     cpu_subtype = models.CharField(max_length=255, blank=True, verbose_name="CPU subtype")
     cpu_brand = models.CharField(max_length=255, blank=True, verbose_name="CPU")
@@ -169,6 +172,32 @@ class FleetSettings(models.Model):
 
     agent_options = models.JSONField(
         default=dict, blank=True, help_text="Global agent options: config, overrides, command_line_flags."
+    )
+    # Organisation info, shown to end users by Fleet Desktop and the My device page.
+    org_name = models.CharField(max_length=255, blank=True, default="", verbose_name="organisation name")
+    org_logo_url = models.URLField(max_length=1024, blank=True, default="", verbose_name="logo URL")
+    org_logo_url_light_background = models.URLField(
+        max_length=1024, blank=True, default="", verbose_name="logo URL (light background)"
+    )
+    contact_url = models.URLField(
+        max_length=1024,
+        blank=True,
+        default="https://fleetdm.com/company/contact",
+        verbose_name="contact URL",
+        help_text="Where My device sends end users who need help (Fleet's org_info.contact_url).",
+    )
+    transparency_url = models.URLField(
+        max_length=1024,
+        blank=True,
+        default="https://fleetdm.com/transparency",
+        verbose_name="transparency URL",
+        help_text="Where Fleet Desktop's \"About\" link sends end users.",
+    )
+    scripts_disabled = models.BooleanField(
+        default=False,
+        verbose_name="scripts disabled",
+        help_text="Turns script runs off server-wide (Fleet's server_settings.scripts_disabled); "
+        "lock, unlock and wipe still work.",
     )
 
     class Meta:

@@ -49,10 +49,38 @@ def _seen(host: Host) -> HostSeenTime | None:
     return getattr(host, "seen", None)
 
 
+class DeviceStateField(serializers.ChoiceField):
+    """Fleet's ``device_status`` / ``pending_action`` (lock, unlock, wipe), on one host's detail only.
+
+    They come from the host's device-action runs (two indexed queries), so a list of hosts leaves
+    them out rather than paying for them per row; the two fields share one lookup per host.
+    """
+
+    def __init__(self, choices: list[str], **kwargs: Any) -> None:
+        super().__init__(choices=choices, read_only=True, **kwargs)
+
+    def get_attribute(self, instance: Host) -> str:
+        serializer = self.parent
+        if serializer.parent is not None:  # a host inside a list
+            raise serializers.SkipField
+        cache = serializer.context.setdefault("device_states", {})
+        if instance.pk not in cache:
+            from hostscripts.device_status import device_status
+
+            cache[instance.pk] = device_status(instance.pk).as_fleet()
+        return cache[instance.pk][self.field_name]
+
+
 class HostSerializer(serializers.ModelSerializer):
     """A host as Fleet's ``GET /api/v1/fleet/hosts`` shows it (read-only: agents report hosts)."""
 
     display_name = serializers.CharField(read_only=True)
+    device_status = DeviceStateField(
+        ["unlocked", "locked", "wiped"], help_text="Host detail only: unlocked, locked or wiped."
+    )
+    pending_action = DeviceStateField(
+        ["", "lock", "unlock", "wipe"], help_text="Host detail only: the lock, unlock or wipe still pending."
+    )
     team_id = serializers.IntegerField(read_only=True, allow_null=True)
     team_name = serializers.SerializerMethodField()
     status = serializers.SerializerMethodField()
@@ -97,6 +125,8 @@ class HostSerializer(serializers.ModelSerializer):
             "last_enrolled_at",
             "detail_updated_at",
             "refetch_requested",
+            "device_status",
+            "pending_action",
         ]
         read_only_fields = fields
 

@@ -71,6 +71,7 @@ from servers import (  # noqa: E402  (scripts/servers.py, beside this file)
 )
 
 from agentapi.simulator.agent import AgentSettings, SimulatedAgent  # noqa: E402
+from agentapi.simulator.orbit import OrbitSettings, SimulatedOrbit  # noqa: E402
 from agentapi.simulator.runner import SimulationConfig, build_agents, enroll_all  # noqa: E402
 from agentapi.simulator.stats import Stats  # noqa: E402
 from agentapi.simulator.transport import HttpTransport  # noqa: E402
@@ -101,6 +102,9 @@ class BenchContext:
     notes: list[str] = field(default_factory=list)
     # Live-query figures: (what, value, goal, met?) for the report's table.
     figures: list[tuple[str, str, str, bool | None]] = field(default_factory=list)
+    # orbit node keys and Fleet Desktop tokens of the same hosts (the orbit scenarios set them up).
+    orbit_keys: list[str] = field(default_factory=list)
+    device_tokens: list[str] = field(default_factory=list)
     args: argparse.Namespace | None = None
     server: Server | None = None
     django: DjangoHelper = field(default=None)  # type: ignore[assignment]  # set by main()
@@ -300,6 +304,41 @@ def _campaigns_pending(count: int) -> Callable[[BenchContext], Awaitable[None]]:
     return prepare
 
 
+async def _orbit_enrolled(ctx: BenchContext) -> None:
+    """Every host also runs orbit with a Desktop token (once; later scenarios reuse them)."""
+    if ctx.orbit_keys:
+        return
+    stats = Stats()
+    async with HttpTransport(ctx.url, connections=32) as transport:
+        orbits = []
+        for agent in ctx.agents:
+            agent.transport, agent.stats = transport, stats
+            orbits.append(SimulatedOrbit(agent, SECRET, OrbitSettings()))
+        semaphore = asyncio.Semaphore(32)
+
+        async def one(orbit: SimulatedOrbit) -> None:
+            async with semaphore:
+                await orbit.enroll()
+                await orbit.rotate_token()
+
+        await asyncio.gather(*(one(o) for o in orbits))
+    ctx.orbit_keys = [o.node_key for o in orbits if o.node_key]
+    ctx.device_tokens = [o.token for o in orbits if o.token]
+    if len(ctx.device_tokens) < len(ctx.agents):
+        raise RuntimeError(f"orbit set-up failed for some hosts: {stats.last_errors}")
+    _log(f"  orbit enrolled with a Desktop token on {len(ctx.orbit_keys)} hosts")
+
+
+def _orbit_config(ctx: BenchContext, i: int) -> Request:
+    key = ctx.orbit_keys[i % len(ctx.orbit_keys)]
+    return "POST", "/api/fleet/orbit/config", json.dumps({"orbit_node_key": key}).encode()
+
+
+def _device_desktop(ctx: BenchContext, i: int) -> Request:
+    token = ctx.device_tokens[i % len(ctx.device_tokens)]
+    return "GET", f"/api/latest/fleet/device/{token}/desktop", None
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -315,6 +354,21 @@ SCENARIOS: dict[str, Scenario] = {
             _checkin,
             _checkin_with(0),
             prepare=_campaigns_pending(0),
+            within_2x_floor=True,
+        ),
+        Scenario(
+            "orbit-config",
+            "POST /api/fleet/orbit/config (scripts queue included), rotating orbit node keys",
+            _orbit_config,
+            _checkin_ok,
+            prepare=_orbit_enrolled,
+            within_2x_floor=True,
+        ),
+        Scenario(
+            "device-desktop",
+            "GET /api/latest/fleet/device/<token>/desktop: Fleet Desktop's tray poll, rotating tokens",
+            _device_desktop,
+            prepare=_orbit_enrolled,
             within_2x_floor=True,
         ),
         Scenario(

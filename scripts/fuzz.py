@@ -78,6 +78,9 @@ LIMITS = {
     "log": 10 * MiB,
     "orbit/enroll": MiB,
     "orbit/config": MiB,
+    "orbit/scripts/request": MiB,
+    "orbit/scripts/result": MiB,
+    "orbit/device_token": MiB,
 }
 OSQUERY_ENDPOINTS = ("enroll", "config", "distributed/read", "distributed/write", "log")
 AUTHENTICATED = ("config", "distributed/read", "distributed/write", "log")
@@ -268,6 +271,16 @@ def good_body(rng: random.Random, ctx: Context, endpoint: str, host: FuzzHost) -
         }
     if endpoint == "orbit/config":
         return {"orbit_node_key": "".join(rng.choices(string.ascii_letters, k=32))}
+    if endpoint in ORBIT_WORK:
+        body = {
+            "orbit_node_key": "".join(rng.choices(string.ascii_letters, k=32)),
+            "execution_id": fresh_id(rng),
+        }
+        if endpoint == "orbit/scripts/result":
+            body.update(output="hello\n", runtime=1, exit_code=0, timeout=300)
+        elif endpoint == "orbit/device_token":
+            body = {"orbit_node_key": body["orbit_node_key"], "device_auth_token": fresh_id(rng)}
+        return body
     body: dict[str, Any] = {"node_key": host.key}
     if endpoint == "distributed/write":
         body.update(detail_results(host))
@@ -352,7 +365,8 @@ def _valid_header_only(rng: random.Random, ctx: Context) -> list[Req]:
 
 # Hostile requests.
 
-ANY_ENDPOINT = (*OSQUERY_ENDPOINTS, "orbit/enroll", "orbit/config")
+ORBIT_WORK = ("orbit/scripts/request", "orbit/scripts/result", "orbit/device_token")
+ANY_ENDPOINT = (*OSQUERY_ENDPOINTS, "orbit/enroll", "orbit/config", *ORBIT_WORK)
 WRONG_TYPES: tuple[Any, ...] = (123, -1, 1.5, 0, True, False, None, [], [1, "a"], {}, {"a": 1}, "", "x" * 40)
 HUGE_NUMBERS = (
     "1e400",
@@ -689,6 +703,16 @@ def _wrong_types(rng: random.Random, ctx: Context) -> list[Req]:
             "hardware_model",
         ),
         "orbit/config": ("orbit_node_key",),
+        "orbit/scripts/request": ("orbit_node_key", "execution_id"),
+        "orbit/scripts/result": (
+            "orbit_node_key",
+            "execution_id",
+            "output",
+            "runtime",
+            "exit_code",
+            "timeout",
+        ),
+        "orbit/device_token": ("orbit_node_key", "device_auth_token"),
     }
     where = pick(rng, fields_by_endpoint[endpoint])
     parts = where.split(".")

@@ -3,13 +3,16 @@
 Migrates SQLite, prepares the demo (admin login, enroll secret, self-signed certificate), starts
 one daphne process serving HTTP on ``PORT`` and HTTPS on ``TLS_PORT`` (console, REST, agent API
 and WebSockets: the in-memory channel layer only reaches consumers in the same process), and
-``DEMO_HOSTS`` simulated osquery agents that enroll over HTTPS. Ctrl-C stops every process it
-started, by process id.
+``DEMO_HOSTS`` simulated hosts that enroll over HTTPS: osquery, and orbit beside it (scripts,
+lock and wipe, a Fleet Desktop token, update checks against the demo TUF repository). Once a
+simulated host has its Desktop token, the URL of its My device page is printed. Ctrl-C stops
+every process it started, by process id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -22,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 VAR_DIR = Path(os.environ.get("FLEET_VAR_DIR", ROOT / "var"))
+TOKEN_FILE = VAR_DIR / "demo_device_tokens.json"
 
 
 def manage(*args: str, capture: bool = False) -> str:
@@ -67,6 +71,21 @@ def reachable_names(bind: str) -> list[str]:
     with contextlib.suppress(OSError):
         names.update(subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split())
     return sorted(n if ":" not in n else f"[{n}]" for n in names if n)
+
+
+def show_my_device_link(port: int) -> bool:
+    """Print one simulated host's My device URL once its orbit has set a Desktop token."""
+    try:
+        tokens = json.loads(TOKEN_FILE.read_text())
+    except (OSError, ValueError):
+        return False
+    if not tokens:
+        return False
+    token = tokens[sorted(tokens)[0]]
+    print(
+        f"  My device (a simulated host's end-user page): http://127.0.0.1:{port}/device/{token}", flush=True
+    )
+    return True
 
 
 def main() -> None:
@@ -135,6 +154,13 @@ def main() -> None:
                     str(VAR_DIR / "demo_node_keys.json"),
                     "--progress-interval",
                     "60",
+                    "--orbit",
+                    "--device-token-file",
+                    str(TOKEN_FILE),
+                    "--update-url",
+                    f"http://127.0.0.1:{port}/tuf",  # TUF's signatures, not TLS, protect the files
+                    "--update-interval",
+                    "120",
                 ],
                 cwd=ROOT,
             )  # fmt: skip
@@ -152,7 +178,11 @@ def main() -> None:
 """,
         flush=True,
     )
+    my_device_shown = demo_hosts == 0
+    TOKEN_FILE.unlink(missing_ok=True)
     while True:
+        if not my_device_shown:
+            my_device_shown = show_my_device_link(port)
         if server.poll() is not None:
             print("the server stopped; stopping the rest", file=sys.stderr)
             stop()

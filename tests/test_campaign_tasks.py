@@ -213,6 +213,7 @@ def test_beat_schedule_names_registered_tasks_with_configured_periods():
         "campaigns.expire_and_sweep",
         "campaigns.delete_expired_results",
         "software.recount_host_counts",
+        "updates.refresh_timestamp",
     }
     registered = set(celery_app.tasks.keys())
     assert {entry["task"] for entry in schedule.values()} <= registered
@@ -220,6 +221,7 @@ def test_beat_schedule_names_registered_tasks_with_configured_periods():
     assert periods["campaigns.expire_and_sweep"] == settings.CAMPAIGN_UPKEEP_INTERVAL
     assert periods["campaigns.delete_expired_results"] == settings.CAMPAIGN_RETENTION_INTERVAL
     assert periods["software.recount_host_counts"] == settings.SOFTWARE_COUNTS_INTERVAL
+    assert periods["updates.refresh_timestamp"] == settings.AGENT_UPDATES["TIMESTAMP_CHECK_INTERVAL"]
     assert celery_app.conf.beat_schedule == schedule
 
 

@@ -295,7 +295,7 @@ def test_gzip_orbit_config_is_accepted(client, global_secret):
     assert response.status_code == 200 and set(response.json()) == CONFIG_FIELDS
 
 
-def test_config_costs_at_most_two_queries(client, global_secret, django_assert_max_num_queries):
+def test_config_with_scripts_costs_at_most_two_queries(client, global_secret, django_assert_max_num_queries):
     key = orbit_enroll(client, global_secret)
     FleetSettings.load()
     with django_assert_max_num_queries(2):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agentapi.simulator.agent import AgentSettings, SimulatedAgent
 from agentapi.simulator.identity import DEFAULT_TEMPLATES, make_identities, parse_templates
+from agentapi.simulator.orbit import OrbitSettings, SimulatedOrbit, save_tokens
 from agentapi.simulator.stats import Progress, Stats
 from agentapi.simulator.transport import HttpTransport, Transport
 
@@ -39,6 +40,7 @@ class SimulationConfig:
     only_enroll: bool = False
     connections: int = 64
     progress_interval: float = 5.0
+    orbit: OrbitSettings | None = None  # also simulate orbit (fleetd) on every host
 
 
 def load_node_keys(path: str | None) -> dict[str, str]:
@@ -107,9 +109,27 @@ async def _report(
         out(progress.line(sum(1 for a in agents if a.node_key), len(agents)))
 
 
-async def _start_later(agent: SimulatedAgent, delay: float) -> None:
+async def _every(seconds: float, action: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        action()
+
+
+async def _start_later(agent: SimulatedAgent, delay: float, orbit: SimulatedOrbit | None = None) -> None:
     await asyncio.sleep(delay)
-    await agent.run()
+    if orbit is None:
+        await agent.run()
+    else:
+        await asyncio.gather(agent.run(), orbit.run())
+
+
+def build_orbits(
+    agents: list[SimulatedAgent], config: SimulationConfig, tokens: dict[str, str]
+) -> list[SimulatedOrbit]:
+    """One orbit per agent when the simulation includes orbit, sharing the agent's identity."""
+    if config.orbit is None:
+        return []
+    return [SimulatedOrbit(agent, config.enroll_secret, config.orbit, tokens) for agent in agents]
 
 
 async def simulate(
@@ -122,26 +142,45 @@ async def simulate(
         config.url, connections=config.connections, insecure=config.insecure, ca_file=config.ca_file
     ) as transport:
         agents = build_agents(transport, config, stats, stop)
+        tokens: dict[str, str] = {}
+        orbits = build_orbits(agents, config, tokens)
+        token_file = config.orbit.token_file if config.orbit is not None else ""
+
+        written: dict[str, str] = {}
+
+        def write_tokens() -> None:
+            if token_file and tokens and tokens != written:
+                save_tokens(token_file, tokens)
+                written.clear()
+                written.update(tokens)
+
         progress = Progress(stats)
+        # The token file follows rotations within seconds (make run prints My device links from it).
         reporter = asyncio.create_task(_report(agents, progress, config.progress_interval, out))
+        token_writer = asyncio.create_task(_every(2.0, write_tokens)) if token_file else None
         if config.only_enroll:
             work = [asyncio.create_task(enroll_all(agents, config.connections, config.start_period))]
         else:
             step = config.start_period / max(len(agents), 1)
-            work = [asyncio.create_task(_start_later(a, i * step)) for i, a in enumerate(agents)]
+            work = [
+                asyncio.create_task(_start_later(a, i * step, orbits[i] if orbits else None))
+                for i, a in enumerate(agents)
+            ]
         waiter = asyncio.create_task(stop.wait())
         pending = {*work, waiter} if config.only_enroll else {waiter}
         timeout = config.duration if config.duration and config.duration > 0 else None
         done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
-        for task in [*work, reporter, waiter]:
+        helpers = [reporter, waiter, *([token_writer] if token_writer is not None else [])]
+        for task in [*work, *helpers]:
             task.cancel()
-        await asyncio.gather(*work, reporter, waiter, return_exceptions=True)
+        await asyncio.gather(*work, *helpers, return_exceptions=True)
         out(progress.line(sum(1 for a in agents if a.node_key), len(agents)))
         if stats.last_errors:
             out("last errors: " + " | ".join(stats.last_errors))
         if config.node_key_file:
             save_node_keys(config.node_key_file, agents)
+        write_tokens()
     return stats
 
 

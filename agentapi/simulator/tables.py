@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agentapi.simulator import software
 from agentapi.simulator.identity import HostIdentity
@@ -31,6 +32,8 @@ class AgentState:
     flags: dict[str, str] = field(default_factory=dict)
     # name -> osquery_schedule columns, kept up to date by the agent's scheduler.
     schedule: dict[str, Row] = field(default_factory=dict)
+    # The simulated orbit's state (agentapi.simulator.orbit.OrbitState); None: no orbit, no orbit_info.
+    orbit: Any = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ _SOFTWARE = {
     "deb_packages": ("name", "version", "arch", "source"),
     "rpm_packages": ("name", "version", "release", "arch"),
 }
+
+
 class HostTables:
     """Table rows for one host at the current time (``clock`` is injectable for tests)."""
 
@@ -113,6 +118,8 @@ class HostTables:
 
     def has(self, table: str) -> bool:
         spec = TABLES.get(table)
+        if table == "orbit_info":  # an extension table: there only while orbit runs
+            return self.state.orbit is not None
         return spec is not None and (spec.platforms is None or self.identity.template.key in spec.platforms)
 
     def columns(self, table: str) -> tuple[str, ...]:
@@ -485,6 +492,25 @@ def _osquery_registry(t: HostTables) -> list[Row]:
     ]
 
 
+def _orbit_info(t: HostTables) -> list[Row]:
+    orbit = t.state.orbit
+    if orbit is None:
+        return []
+    channels = orbit.channels
+    return [
+        {
+            "version": orbit.version,
+            "desktop_version": orbit.desktop_version,
+            "scripts_enabled": int(orbit.scripts_enabled),
+            "orbit_channel": channels.get("orbit", "stable"),
+            "osqueryd_channel": channels.get("osqueryd", "stable"),
+            "desktop_channel": channels.get("desktop", "stable"),
+            "enrolled": 1,
+            "uptime": t.uptime_seconds(),
+        }
+    ]
+
+
 def _osquery_schedule(t: HostTables) -> list[Row]:
     return [dict(row, name=name) for name, row in sorted(t.state.schedule.items())]
 
@@ -718,6 +744,19 @@ TABLES: dict[str, Table] = {
         _osquery_schedule,
     ),
     "osquery_registry": Table(("registry", "name", "owner_uuid", "internal", "active"), _osquery_registry),
+    "orbit_info": Table(
+        (
+            "version",
+            "desktop_version",
+            "scripts_enabled",
+            "orbit_channel",
+            "osqueryd_channel",
+            "desktop_channel",
+            "enrolled",
+            "uptime",
+        ),
+        _orbit_info,
+    ),
     "logged_in_users": Table(
         ("type", "user", "tty", "host", "time", "pid", "sid", "registry_hive"), _logged_in_users
     ),

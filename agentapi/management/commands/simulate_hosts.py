@@ -6,12 +6,14 @@ database and works against any server (this one or another) reachable over HTTP(
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agentapi.simulator.agent import AgentSettings
 from agentapi.simulator.identity import DEFAULT_TEMPLATES, parse_templates
+from agentapi.simulator.orbit import OrbitSettings, fetch_root
 from agentapi.simulator.runner import SimulationConfig, run_simulation
 
 
@@ -67,6 +69,31 @@ class Command(BaseCommand):
         parser.add_argument("--node-key-file", help="Read node keys from / save them to this JSON file.")
         parser.add_argument("--only-enroll", action="store_true", help="Enroll all hosts, then exit.")
         parser.add_argument("--progress-interval", type=float, default=5.0)
+        orbit = parser.add_argument_group("orbit (fleetd)")
+        orbit.add_argument(
+            "--orbit",
+            action="store_true",
+            help="Also simulate orbit on every host: config, scripts, lock/wipe, Desktop token, updates.",
+        )
+        orbit.add_argument(
+            "--orbit-config-interval", type=float, default=30.0, help="Default 30 s, as orbit."
+        )
+        orbit.add_argument(
+            "--token-rotation", type=float, default=3600.0, help="Desktop token lifetime (1 h)."
+        )
+        orbit.add_argument(
+            "--device-token-file", default="", help="Write each host's Desktop token here (JSON)."
+        )
+        orbit.add_argument(
+            "--scripts-disabled", action="store_true", help="orbit runs without --enable-scripts."
+        )
+        orbit.add_argument(
+            "--update-url", default="", help="TUF repository base URL, e.g. https://host:8443/tuf"
+        )
+        orbit.add_argument(
+            "--update-root", default="", help="Trusted root.json (default: fetched from --update-url)."
+        )
+        orbit.add_argument("--update-interval", type=float, default=900.0, help="Default 15 min, as orbit.")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         if opts["count"] < 1:
@@ -86,6 +113,7 @@ class Command(BaseCommand):
             prefix=opts["api_prefix"].rstrip("/"),
         )
         config = SimulationConfig(
+            orbit=self._orbit_settings(opts),
             url=opts["url"],
             enroll_secret=opts["enroll_secret"],
             count=opts["count"],
@@ -106,3 +134,24 @@ class Command(BaseCommand):
         )
         stats = run_simulation(config, out=self.stdout.write)
         self.stdout.write(self.style.SUCCESS(f"done: {stats.as_dict()}"))
+
+    def _orbit_settings(self, opts: dict[str, Any]) -> OrbitSettings | None:
+        if not opts["orbit"]:
+            return None
+        root = b""
+        if opts["update_root"]:
+            try:
+                root = Path(opts["update_root"]).read_bytes()
+            except OSError as exc:
+                raise CommandError(f"--update-root: {exc}") from None
+        elif opts["update_url"]:
+            root = fetch_root(opts["update_url"], insecure=opts["insecure"], ca_file=opts["ca_file"])
+        return OrbitSettings(
+            config_interval=opts["orbit_config_interval"],
+            token_rotation=opts["token_rotation"],
+            update_interval=opts["update_interval"],
+            update_url=opts["update_url"].rstrip("/"),
+            update_root=root,
+            scripts_enabled=not opts["scripts_disabled"],
+            token_file=opts["device_token_file"],
+        )

@@ -40,12 +40,14 @@ class Command(BaseCommand):
         secret = self._enroll_secret()
         ensure_certificate(Path(settings.TLS_CERT_FILE), Path(settings.TLS_KEY_FILE))
         loaded = self._query_library()
+        updates = self._update_repository()
         self.stdout.write(f"username={username}")
         self.stdout.write(f"password={password}")
         self.stdout.write(f"enroll_secret={secret}")
         self.stdout.write(f"cert={settings.TLS_CERT_FILE}")
         self.stdout.write(f"key={settings.TLS_KEY_FILE}")
         self.stdout.write(f"queries_loaded={loaded}")
+        self.stdout.write(f"update_repository={updates}")
 
     def _admin(self, username: str, password_file: Path) -> tuple[str, str]:
         """A superuser with the global admin role; the password is generated once and kept."""
@@ -67,6 +69,12 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
         UserRole.objects.get_or_create(user=user, team=None, defaults={"role": Role.ADMIN})
         return username, password
+
+    def _update_repository(self) -> str:
+        """The demo TUF repository the simulated orbits update from (embedded default only)."""
+        from updates.demo import ensure_demo_repository
+
+        return ensure_demo_repository()
 
     def _query_library(self) -> int:
         """Apply Fleet's standard query library when no query exists yet; the number loaded."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class HostScriptsConfig(AppConfig):
+    name = "hostscripts"
+    verbose_name = "scripts"
