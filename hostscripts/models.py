@@ -12,6 +12,7 @@ pending run can be cancelled; orbit never receives a cancelled run.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -52,18 +53,24 @@ class Script(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # The team's id, or 0 for global scripts: names are unique per scope on every database (a
+    # unique (team, name) lets global duplicates through, NULLs being distinct, and MariaDB has
+    # no partial unique index to close that gap).
+    scope = models.PositiveIntegerField(default=0, editable=False)
+
     class Meta:
         ordering = ["name", "id"]
-        constraints = [
-            models.UniqueConstraint(fields=["team", "name"], name="unique_script_name_per_team"),
-            # NULL team is "no team": unique among global scripts as well (NULLs are distinct in SQL).
-            models.UniqueConstraint(
-                fields=["name"], condition=models.Q(team__isnull=True), name="unique_global_script_name"
-            ),
-        ]
+        constraints = [models.UniqueConstraint(fields=["scope", "name"], name="unique_script_name_per_scope")]
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.scope = self.team_id or 0
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "scope" not in update_fields:
+            kwargs["update_fields"] = [*update_fields, "scope"]
+        super().save(*args, **kwargs)
 
     @property
     def platforms(self) -> str:

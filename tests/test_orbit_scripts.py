@@ -328,3 +328,21 @@ def test_orbit_responses_advertise_what_is_implemented(client, global_secret):
     refused = post(client, CONFIG, {"orbit_node_key": "wrong"})
     assert refused.status_code == 401 and "orbit_endpoints" in refused["X-Fleet-Capabilities"]
     assert client.post("/api/fleet/orbit/ping").status_code == 405
+
+
+# --- the library's names --------------------------------------------------------------------------
+
+
+def test_names_are_unique_per_scope_in_the_database_too():
+    """Global scripts have no team (NULL): the constraint holds for them on MariaDB as well."""
+    from django.db import IntegrityError, transaction
+
+    from hostscripts.models import Script
+
+    team = Team.objects.create(name="Ops")
+    Script.objects.create(name="fix.sh", contents="echo 1")
+    Script.objects.create(name="fix.sh", contents="echo 2", team=team)  # another scope: allowed
+    for duplicate_team in (None, team):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Script.objects.create(name="fix.sh", contents="echo 3", team=duplicate_team)
+    assert sorted(Script.objects.values_list("scope", flat=True)) == [0, team.pk]
