@@ -48,6 +48,20 @@ class Credential:
     ORBIT_NODE_KEY = "orbit_node_key"
 
 
+def orbit_key_digest(body: dict[str, Any]) -> str:
+    """The digest of the body's ``orbit_node_key`` (hosts are found by it), or a ``node_invalid``
+    error when the key is missing: every orbit endpoint authenticates this way."""
+    key = body.get(Credential.ORBIT_NODE_KEY)
+    if not isinstance(key, str) or not key:
+        raise AgentError("missing orbit node key", status=401, node_invalid=True)
+    return nodekeys.hash_node_key(key)
+
+
+def invalid_orbit_key() -> AgentError:
+    """What orbit gets for a key no host holds: it re-enrolls."""
+    return AgentError("invalid orbit node key", status=401, node_invalid=True)
+
+
 def _preauthenticate(request: HttpRequest, credential: str, raw: bytes | None) -> None:
     """Refuse, before parsing, a request whose credential is missing or wrong.
 
@@ -74,7 +88,7 @@ def _preauthenticate(request: HttpRequest, credential: str, raw: bytes | None) -
         except EnrollmentError as exc:
             raise AgentError(str(exc), status=401, node_invalid=True) from None
     elif value is None or not Host.objects.filter(orbit_node_key_hash=nodekeys.hash_node_key(value)).exists():
-        raise AgentError("invalid orbit node key", status=401, node_invalid=True)
+        raise invalid_orbit_key()
 
 
 def agent_endpoint(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.db.models import Subquery
 from django.http import HttpRequest
 
-from agentapi.endpoint import Credential, agent_endpoint
+from agentapi.endpoint import Credential, agent_endpoint, invalid_orbit_key, orbit_key_digest
 from agentapi.wire import AgentError
-from hosts import nodekeys
 from hosts.agent_options import default_agent_options
 from hosts.enrollment import EnrollmentError, InvalidEnrollment, enroll_orbit
 from hosts.models import FleetSettings, Host
@@ -47,27 +45,15 @@ def orbit_enroll(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     return {"orbit_node_key": orbit_key}
 
 
-def _options(value: Any) -> dict[str, Any]:
-    """Agent options as stored; a JSON subquery comes back as text on some databases."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
-
-
 @agent_endpoint("MAX_REQUEST_SIZE", Credential.ORBIT_NODE_KEY)
 def orbit_config(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
-    key = body.get("orbit_node_key")
-    if not isinstance(key, str) or not key:
-        raise AgentError("missing orbit node key", status=401, node_invalid=True)
+    digest = orbit_key_digest(body)
     # Looked up in the database, not the cache: a re-enrolled or deleted host's old key must stop
     # working at once. One query brings the host, its team's options, and the global row's
     # options and script switch; a second lists the host's pending scripts.
     global_row = FleetSettings.objects.filter(pk=1)
     host = (
-        Host.objects.filter(orbit_node_key_hash=nodekeys.hash_node_key(key))
+        Host.objects.filter(orbit_node_key_hash=digest)
         .annotate(
             global_options=Subquery(global_row.values("agent_options")[:1]),
             scripts_off=Subquery(global_row.values("scripts_disabled")[:1]),
@@ -76,10 +62,8 @@ def orbit_config(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
         .first()
     )
     if host is None:
-        raise AgentError("invalid orbit node key", status=401, node_invalid=True)
-    options = (
-        _options(host["team__agent_options"]) or _options(host["global_options"]) or default_agent_options()
-    )
+        raise invalid_orbit_key()
+    options = host["team__agent_options"] or host["global_options"] or default_agent_options()
     notifications: dict[str, Any] = {}
     pending = scripts.pending_execution_ids(host["id"], include_scripts=not host["scripts_off"])
     if pending:

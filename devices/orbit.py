@@ -11,25 +11,18 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from agentapi.endpoint import Credential, agent_endpoint
+from agentapi.endpoint import Credential, agent_endpoint, invalid_orbit_key, orbit_key_digest
 from agentapi.wire import AgentError
 from devices import tokens
-from hosts import nodekeys
 from hosts.models import Host
 
 
 def _orbit_host_id(body: dict[str, Any]) -> int:
-    key = body.get("orbit_node_key")
-    if not isinstance(key, str) or not key:
-        raise AgentError("missing orbit node key", status=401, node_invalid=True)
     # The database, not the cache: a re-enrolled or deleted host's old key must stop at once.
-    host_id = (
-        Host.objects.filter(orbit_node_key_hash=nodekeys.hash_node_key(key))
-        .values_list("id", flat=True)
-        .first()
-    )
+    digest = orbit_key_digest(body)
+    host_id = Host.objects.filter(orbit_node_key_hash=digest).values_list("id", flat=True).first()
     if host_id is None:
-        raise AgentError("invalid orbit node key", status=401, node_invalid=True)
+        raise invalid_orbit_key()
     return host_id
 
 

@@ -12,9 +12,8 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils import timezone
 
-from agentapi.endpoint import Credential, agent_endpoint
+from agentapi.endpoint import Credential, agent_endpoint, invalid_orbit_key, orbit_key_digest
 from agentapi.wire import AgentError
-from hosts import nodekeys
 from hosts.models import Host
 from hostscripts import services
 from hostscripts.models import ScriptKind, ScriptRun
@@ -23,16 +22,14 @@ _INT_BOUND = 2**31 - 1
 
 
 def _run_for(body: dict[str, Any]) -> ScriptRun:
-    key, execution_id = body.get("orbit_node_key"), body.get("execution_id")
-    if not isinstance(key, str) or not key:
-        raise AgentError("missing orbit node key", status=401, node_invalid=True)
+    digest = orbit_key_digest(body)
+    execution_id = body.get("execution_id")
     if not isinstance(execution_id, str) or not execution_id or len(execution_id) > 36:
         raise AgentError("execution_id must be a non-empty string")
-    digest = nodekeys.hash_node_key(key)
     run = ScriptRun.objects.filter(execution_id=execution_id, host__orbit_node_key_hash=digest).first()
     if run is None:
         if not Host.objects.filter(orbit_node_key_hash=digest).exists():
-            raise AgentError("invalid orbit node key", status=401, node_invalid=True)
+            raise invalid_orbit_key()
         raise AgentError("script execution not found", status=404)
     return run
 

@@ -107,11 +107,6 @@ def timeout_for(agent_options: dict | None) -> int:
     return max(MIN_TIMEOUT, min(MAX_TIMEOUT, value))
 
 
-def host_timeout(host: Host) -> int:
-    options = host.team.agent_options if host.team_id and host.team and host.team.agent_options else None
-    return timeout_for(options or FleetSettings.load().agent_options)
-
-
 def refusal(host: Host, name: str, kind: str = ScriptKind.SCRIPT) -> str | None:
     """Why ``name`` cannot be queued on ``host``, or ``None`` when it can."""
     if not host.orbit_node_key_hash:
