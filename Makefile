@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 TLS_PORT ?= 8443
 DEMO_HOSTS ?= 25
+DEMO_MACS ?= 3
 PYTEST_ARGS ?= -n 2
-export PORT TLS_PORT DEMO_HOSTS
+export PORT TLS_PORT DEMO_HOSTS DEMO_MACS
 
 .PHONY: setup setup-mysql chromium run test e2e test-mysql lint bench bench-console fuzz soak clean
 

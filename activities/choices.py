@@ -60,6 +60,16 @@ class ActivityType(models.TextChoices):
     CANCELED_LOCK_HOST = "canceled_lock_host", "Cancelled a lock"
     CANCELED_UNLOCK_HOST = "canceled_unlock_host", "Cancelled an unlock"
     CANCELED_WIPE_HOST = "canceled_wipe_host", "Cancelled a wipe"
+    # Apple MDM (mdm)
+    MDM_ENROLLED = "mdm_enrolled", "A host enrolled in MDM"
+    MDM_UNENROLLED = "mdm_unenrolled", "A host left MDM"
+    RAN_MDM_COMMAND = "ran_mdm_command", "Sent an MDM command"
+    REVEALED_LOCK_PIN = "revealed_lock_pin", "Revealed a lock PIN"
+    CREATED_MACOS_PROFILE = "created_macos_profile", "Added a configuration profile"
+    EDITED_MACOS_PROFILE = "edited_macos_profile", "Edited a configuration profile"
+    DELETED_MACOS_PROFILE = "deleted_macos_profile", "Deleted a configuration profile"
+    RESENT_CONFIGURATION_PROFILE = "resent_configuration_profile", "Resent a configuration profile"
+    UPLOADED_APNS_CERTIFICATE = "uploaded_apns_certificate", "Uploaded the APNs certificate"
     # Agent updates (updates)
     INITIALISED_UPDATE_REPOSITORY = "initialised_update_repository", "Initialised the update repository"
     PUBLISHED_AGENT_UPDATE = "published_agent_update", "Published an agent update"

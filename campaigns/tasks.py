@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from campaigns import services
+from fleet.due import DueClock
 
 logger = logging.getLogger(__name__)
 
@@ -82,17 +82,8 @@ def delete_expired_results() -> int:
 
 
 # --- the embedded default: no beat, so the server does it itself ----------------------------------
-_due_lock = threading.Lock()
-_last_run: dict[str, float] = {}
-
-
-def _due(job: str, interval: float, now: float) -> bool:
-    with _due_lock:
-        last = _last_run.get(job)
-        if last is not None and now - last < interval:
-            return False
-        _last_run[job] = now
-        return True
+_clock = DueClock()
+_due = _clock.due
 
 
 def run_upkeep_if_due(now: float | None = None) -> dict[str, Any]:
@@ -115,5 +106,4 @@ def run_upkeep_if_due(now: float | None = None) -> dict[str, Any]:
 
 def reset_upkeep_clock() -> None:
     """Forget when upkeep last ran (tests)."""
-    with _due_lock:
-        _last_run.clear()
+    _clock.reset()

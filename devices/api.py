@@ -127,7 +127,7 @@ def device_host(request: HttpRequest, host: Host) -> dict[str, Any]:
     exclude_software = _flag(request, "exclude_software")
     labels = host.labels.defer("query").order_by("name")
     software = None if exclude_software else software_for_host(host, SOFTWARE_ITEMS_KEPT)
-    body = fleet_shapes.host_detail(host, labels, device_status(host.id).as_fleet(), software)
+    body = fleet_shapes.host_detail(host, labels, device_status(host).as_fleet(), software)
     return fleet_shapes.device_host_response(body, org_settings())
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from devices.fleet_shapes import host_status, seen_time
 from devices.org import org_settings
+from hosts.details import platform_family
 from hosts.host_page import duration
 from hosts.models import FleetSettings, Host
 from hostscripts.device_status import DeviceStatus, device_status
@@ -147,7 +148,7 @@ def device_state_text(state: DeviceStatus) -> tuple[str, str]:
 
 def page_context(host: Host) -> dict[str, Any]:
     """Everything the template needs, read in a fixed number of queries."""
-    state = device_status(host.id)
+    state = device_status(host)
     state_text, pending_text = device_state_text(state)
     return {
         "host": host,
@@ -160,4 +161,17 @@ def page_context(host: Host) -> dict[str, Any]:
         "labels": list(host.labels.order_by("name").values_list("name", flat=True)),
         "runs": recent_runs(host),
         "org": organisation(org_settings()),
+        "mdm_offer": mdm_offer(host),
     }
+
+
+def mdm_offer(host: Host) -> bool:
+    """Whether to offer "Turn on MDM": a Mac not enrolled yet, on a server that can enroll it."""
+    if platform_family(host.platform, host.platform_like) != "darwin":
+        return False
+    from mdm import conf, push_certificate
+    from mdm.models import Enrollment
+
+    if Enrollment.objects.filter(host_id=host.pk, enrolled=True).exists():
+        return False
+    return conf.configured() and bool(push_certificate.topic())

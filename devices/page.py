@@ -126,3 +126,15 @@ def refetch(request: HttpRequest, token: str) -> HttpResponse:
     )
     response = HttpResponseRedirect(reverse("devices:my-device", args=[token]), status=303)
     return _private(response)
+
+
+@require_safe
+def mdm_enrollment(request: HttpRequest, token: str) -> HttpResponse:
+    """The enrollment profile for this host's team, for the end user to install ("Turn on MDM")."""
+    from mdm.views import profile_response  # devices does not depend on mdm otherwise
+
+    try:
+        host = authenticate(request, token)
+    except DeviceAuthError as exc:
+        return _problem(request, exc.status, exc.retry_after)
+    return _private(profile_response(host.team, request))

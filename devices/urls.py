@@ -30,6 +30,7 @@ urlpatterns = [
     ],
     path("device/<str:token>", page.my_device, name="my-device"),
     path("device/<str:token>/refetch", page.refetch, name="refetch"),
+    path("device/<str:token>/mdm-enrollment", page.mdm_enrollment, name="mdm-enrollment"),
     # Fleet Desktop's other page links (policies, self-service): this server has one page.
     path("device/<str:token>/<slug:section>", page.section, name="my-device-section"),
 ]

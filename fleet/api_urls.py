@@ -11,6 +11,8 @@ from fleet.api_docs import ApiDocsView
 from hosts import api as hosts_api
 from hosts import labels_api
 from hostscripts import api as hostscripts_api
+from mdm import api as mdm_api
+from mdm import profiles_api
 from packs import api as packs_api
 from packs.spec_api import SpecView
 from queries import api as queries_api
@@ -26,6 +28,8 @@ packs_api.register(router)
 activities_api.register(router)
 software_api.register(router)
 hostscripts_api.register(router)
+mdm_api.register(router)
+profiles_api.register(router)
 
 urlpatterns = [
     path("auth/token/", TokenLoginView.as_view(), name="api-token"),
@@ -36,5 +40,13 @@ urlpatterns = [
     path("docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
     path("queries/<int:pk>/report/", QueryReportView.as_view(), name="query-report"),
     path("spec/", SpecView.as_view(), name="api-spec"),
+    path("mdm/apple/", mdm_api.MdmStateView.as_view(), name="mdm-state"),
+    path("mdm/apple/apns/csr/", mdm_api.ApnsCsrView.as_view(), name="mdm-apns-csr"),
+    path("mdm/apple/apns/", mdm_api.ApnsUploadView.as_view(), name="mdm-apns-upload"),
+    path(
+        "mdm/apple/enrollment-profile/",
+        mdm_api.EnrollmentProfileView.as_view(),
+        name="mdm-enrollment-profile",
+    ),
     path("", include(router.urls)),
 ]

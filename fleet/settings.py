@@ -42,6 +42,8 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# Seals secrets kept in the database (fleet/sealing.py); derived from SECRET_KEY when unset.
+SERVER_PRIVATE_KEY = secret("FLEET_SERVER_PRIVATE_KEY") or ""
 # Loopback only unless told otherwise: production names its public host(s); `make run` adds this
 # machine's names and addresses itself when it listens beyond loopback (BIND).
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
@@ -75,6 +77,7 @@ INSTALLED_APPS = [
     "hostscripts",  # script library, per-host run queue, lock/unlock/wipe (docs/scripts.md)
     "devices",  # Fleet Desktop's device API and the My device page (docs/my-device.md)
     "updates",  # the TUF repository for agent updates (docs/agent-updates.md)
+    "mdm",  # Apple MDM: SCEP, check-in and commands, APNs, configuration profiles (docs/apple-mdm.md)
     "users",  # console users, roles, invitations, password rules, `manage.py user` (docs/users.md)
 ]
 
@@ -507,6 +510,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.server": {"level": "WARNING"},
+        # One line per APNs push and HTTP/2 frame is noise; failures are logged by mdm.push.
+        "httpx": {"level": "WARNING"},
         # Agents' 4xx replies are counted and summarised by agentapi.errorlog instead.
         "django.request": {"filters": ["agent_client_errors"]},
     },
@@ -556,3 +561,39 @@ FLEET_DESKTOP = {
 # Device tokens travel in URL paths: the log handler rewrites them out of every record.
 LOGGING["filters"]["device_tokens"] = {"()": "devices.logfilter.RedactDeviceTokens"}
 LOGGING["handlers"]["console"]["filters"].append("device_tokens")
+
+# --- Apple MDM (docs/apple-mdm.md) ---------------------------------------------------------------
+# DIR holds the MDM CA (`manage.py mdm setup`: ca.pem, ca.key owner-only) and, after `--dev`, the
+# local APNs stand-in's certificates; production mounts it from a secret. SERVER_URL is the https
+# base URL devices reach (empty: the URL the request came in on). The push certificate lives in
+# the database, its key sealed (fleet/sealing.py). Silent devices with pending commands are pushed
+# again every REPUSH_INTERVAL seconds; a profile pending or verifying longer than STUCK_AFTER
+# seconds is sent again (and counted).
+_MDM_DIR = env.str("FLEET_MDM_DIR", default=str(VAR_DIR / "mdm"))
+MDM = {
+    "DIR": _MDM_DIR,
+    "SERVER_URL": env.str("FLEET_MDM_SERVER_URL", default=""),
+    "APNS_URL": env.str("FLEET_MDM_APNS_URL", default="https://api.push.apple.com"),
+    # `mdm setup --dev` pushes to a local stand-in here instead of Apple (simulator, make run, tests).
+    "DEV_APNS_URL": env.str("FLEET_MDM_DEV_APNS_URL", default="https://127.0.0.1:8446"),
+    "PUSH_DISABLED": env.bool("FLEET_MDM_PUSH_DISABLED", default=False),
+    "REPUSH_INTERVAL": env.float("FLEET_MDM_REPUSH_INTERVAL", default=60.0),
+    "RECONCILE_INTERVAL": env.float("FLEET_MDM_RECONCILE_INTERVAL", default=30.0),
+    "STUCK_AFTER": env.float("FLEET_MDM_STUCK_AFTER_SECONDS", default=900.0),
+    "DEVICE_CERT_DAYS": env.int("FLEET_MDM_DEVICE_CERT_DAYS", default=365),
+    # Optional: sign enrollment profiles with a certificate macOS already trusts (e.g. the server's
+    # TLS certificate and its chain) so the profile shows as "Verified"; default: the MDM CA.
+    "SIGNING_CERT_FILE": env.str("FLEET_MDM_SIGNING_CERT_FILE", default=""),
+    "SIGNING_KEY_FILE": env.str("FLEET_MDM_SIGNING_KEY_FILE", default=""),
+    "MAX_BODY": 4 * 1024 * 1024,  # the largest check-in or command report accepted (bytes)
+}
+CELERY_BEAT_SCHEDULE["mdm-push-pending"] = {
+    "task": "mdm.push_pending",
+    "schedule": MDM["REPUSH_INTERVAL"],
+    "options": {"expires": MDM["REPUSH_INTERVAL"]},
+}
+CELERY_BEAT_SCHEDULE["mdm-reconcile-profiles"] = {
+    "task": "mdm.reconcile_profiles",
+    "schedule": MDM["RECONCILE_INTERVAL"],
+    "options": {"expires": MDM["RECONCILE_INTERVAL"]},
+}

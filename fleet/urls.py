@@ -13,6 +13,7 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("", include("agentapi.urls")),
     path("", include("devices.urls")),  # Fleet Desktop's device API, orbit's device_token, My device
+    path("", include("mdm.urls")),  # Apple MDM: SCEP, check-in and commands, enrollment profile
     path("tuf/", include("updates.urls")),  # agent updates (read-only TUF repository)
     path("api/v1/", include("fleet.api_urls")),
     path("admin/", admin.site.urls),

@@ -57,11 +57,17 @@ MODEL_RULES: dict[str, dict[str, frozenset[str]]] = {
     "hostscripts.scriptrun": _rules(CONSOLE_ROLES, frozenset()),
     # The "Agent updates" page: everyone looks; updates/admin.py narrows managing to global admins.
     "updates.agentupdates": {**_rules(CONSOLE_ROLES, ADMIN_ROLES, add=frozenset()), _DELETE: frozenset()},
+    # Apple MDM: the APNs certificate page is global admins'; devices and commands are read-only
+    # records (sending checks the host's team, mdm.access); profiles are written per team.
+    "mdm.pushcertificate": {**_rules(ADMIN_ROLES, ADMIN_ROLES, add=frozenset()), _DELETE: frozenset()},
+    "mdm.enrollment": _rules(CONSOLE_ROLES, frozenset()),
+    "mdm.command": _rules(CONSOLE_ROLES, frozenset()),
+    "mdm.profile": _rules(CONSOLE_ROLES, WRITE_ROLES),
 }
 # Users and invitations (the users app) check roles themselves (users/permissions.py): global
 # admins manage everyone, team admins the users of their teams.
 # Fleet-wide objects: a role on some team is not enough, it must be a global role.
-GLOBAL_ONLY = frozenset({"hosts.fleetsettings"})
+GLOBAL_ONLY = frozenset({"hosts.fleetsettings", "mdm.pushcertificate"})
 # Apps whose models are all readable by every console role and written by no one in the console
 # (software inventory, the audit trail).
 READ_ONLY_APPS = frozenset({"software", "activities"})

@@ -294,6 +294,15 @@ def ingest_orbit_info(host: Host, rows: Rows) -> list[str]:
     return changed
 
 
+def ingest_macos_profiles(host: Host, rows: Rows) -> list[str]:
+    """The configuration profiles osquery sees on a Mac: they verify what MDM installed
+    (``mdm.profiles.status``; it never raises). Nothing is stored on the host row."""
+    from mdm.profiles.status import verify_from_osquery  # mdm builds on hosts, not the other way
+
+    verify_from_osquery(host, rows if isinstance(rows, list) else [])
+    return []
+
+
 _UNIX = frozenset({"darwin", "linux"})
 _REGISTRY = (
     "SELECT data FROM registry WHERE path = "
@@ -364,6 +373,15 @@ DETAIL_QUERIES: dict[str, DetailQuery] = {
             ingest_orbit_info,
             discovery="SELECT 1 FROM osquery_registry WHERE active = true AND registry = 'table' "
             "AND name = 'orbit_info'",
+        ),
+        DetailQuery(
+            # Fleet's mdm_config_profiles_darwin; macos_profiles is a fleetd (orbit) table.
+            "macos_profiles",
+            'SELECT display_name, identifier, install_date FROM macos_profiles where type = "Configuration";',
+            frozenset({"darwin"}),
+            ingest_macos_profiles,
+            discovery="SELECT 1 FROM osquery_registry WHERE active = true AND registry = 'table' "
+            "AND name = 'macos_profiles'",
         ),
     )
 }

@@ -135,10 +135,18 @@ def _store_new_key(
 
 
 def _upsert_host(
-    identifier: str, team_id: int | None, now, public_ip: str, system_info: dict[str, str]
+    identifier: str,
+    team_id: int | None,
+    now,
+    public_ip: str,
+    system_info: dict[str, str],
+    hardware_uuid: str = "",
 ) -> tuple[Host, bool]:
     """The host row for this identifier, created when new (races resolve to one row)."""
     host = Host.objects.filter(osquery_host_id=identifier).first()
+    if host is not None:
+        return host, False
+    host = _mdm_only_host(identifier, (hardware_uuid or system_info.get("uuid") or "").strip())
     if host is not None:
         return host, False
     try:
@@ -155,6 +163,26 @@ def _upsert_host(
             return host, True
     except IntegrityError:  # another request enrolled the same identifier meanwhile
         return Host.objects.get(osquery_host_id=identifier), False
+
+
+def _mdm_only_host(identifier: str, hardware_uuid: str) -> Host | None:
+    """A host Apple MDM enrolled before any agent did (same hardware UUID, no agent key yet): the
+    agent takes it over under its own identifier, so a Mac is one host, never two."""
+    if not hardware_uuid:
+        return None
+    host = Host.objects.filter(
+        uuid__iexact=hardware_uuid,
+        node_key_hash__isnull=True,
+        orbit_node_key_hash__isnull=True,
+        mdm_enrollment__isnull=False,
+    ).first()
+    if host is None:
+        return None
+    if Host.objects.filter(pk=host.pk, osquery_host_id=host.osquery_host_id).update(
+        osquery_host_id=identifier
+    ):
+        host.osquery_host_id = identifier
+    return host
 
 
 def enroll_orbit(
@@ -182,10 +210,8 @@ def enroll_orbit(
     return host, orbit_key
 
 
-def _orbit_host(
-    identifier: str, team_id: int | None, now, orbit_key: str, *values: str
-) -> Host:
-    host, _ = _upsert_host(identifier, team_id, now, "", {})
+def _orbit_host(identifier: str, team_id: int | None, now, orbit_key: str, *values: str) -> Host:
+    host, _ = _upsert_host(identifier, team_id, now, "", {}, values[0])
     hardware_uuid, hardware_serial, hostname, platform, computer_name, hardware_model = values
     host.orbit_node_key_hash = nodekeys.hash_node_key(orbit_key)
     host.team_id = team_id

@@ -227,7 +227,11 @@ def extra_sections(host: Host, user: Any) -> dict[str, Any]:
     software = _section("software.hostpage", "software_for_host")
     scripts = _section("hostscripts.hostpage", "scripts_for_host")
     activities = _section("activities.hostpage", "activities_for_host")
+    mdm = _section("mdm.hostpage", "mdm_for_host")
+    mdm_profiles = _section("mdm.profiles.hostpage", "profiles_for_host")
     return {
+        "mdm": mdm(host, user) if mdm else None,
+        "mdm_profiles": mdm_profiles(host, user) if mdm_profiles else None,
         "software": software(host, SOFTWARE_SHOWN) if software else None,
         "scripts": scripts(host, user, SCRIPT_RUNS_SHOWN) if scripts else None,
         "activities": activities(host, user, ACTIVITIES_SHOWN) if activities else None,

@@ -67,7 +67,7 @@ class DeviceStateField(serializers.ChoiceField):
         if instance.pk not in cache:
             from hostscripts.device_status import device_status
 
-            cache[instance.pk] = device_status(instance.pk).as_fleet()
+            cache[instance.pk] = device_status(instance).as_fleet()
         return cache[instance.pk][self.field_name]
 
 

@@ -21,11 +21,13 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from hosts.admin_actions import action_step_context
+from hosts.details import platform_family
 from hosts.models import Host
 from hostscripts import access, device_actions, services, targets
 from hostscripts.admin_forms import RunScriptForm, WipeConfirmForm, runnable_scripts
 from hostscripts.device_status import device_status
 from hostscripts.models import ScriptKind, ScriptRun
+from mdm import actions as mdm_actions
 
 ACTION_LABELS = {ScriptKind.LOCK: "Lock", ScriptKind.UNLOCK: "Unlock", ScriptKind.WIPE: "Wipe"}
 
@@ -76,14 +78,19 @@ def device_action_view(request: HttpRequest, host_id: int, kind: str) -> HttpRes
     host = host_to_act_on(request, host_id)
     form = WipeConfirmForm(request.POST or None, host=host) if kind == ScriptKind.WIPE else None
     refusal = device_actions.refusal(host, kind)
+    is_mac = platform_family(host.platform, host.platform_like) == "darwin"
     if request.method == "POST" and refusal is None and (form is None or form.is_valid()):
         try:
-            device_actions.request_action(host, kind, user=request.user)
+            done_by = device_actions.request_action(host, kind, user=request.user)
         except services.ScriptError as exc:
             refusal = exc.message
         else:
-            done = {"lock": "will lock", "unlock": "will unlock", "wipe": "will be wiped"}[kind]
-            messages.success(request, f"{host.display_name} {done} at its next check-in.")
+            if is_mac and kind == ScriptKind.UNLOCK:
+                pin = mdm_actions.pin_of(done_by) if done_by is not None else ""
+                messages.success(request, f"Type the PIN {pin} on {host.display_name} to unlock it.")
+            else:
+                done = {"lock": "will lock", "unlock": "will unlock", "wipe": "will be wiped"}[kind]
+                messages.success(request, f"{host.display_name} {done} at its next check-in.")
             return HttpResponseRedirect(_host_page(host))
     context = _context(
         request,
@@ -93,7 +100,8 @@ def device_action_view(request: HttpRequest, host_id: int, kind: str) -> HttpRes
         label=ACTION_LABELS[kind],
         form=form,
         refusal=refusal,
-        device=device_status(host.pk),
+        device=device_status(host),
+        is_mac=is_mac,
     )
     return TemplateResponse(request, "admin/hostscripts/device_action.html", context)
 

@@ -30,6 +30,7 @@ from hostscripts.device_status import device_status
 from hostscripts.models import ScriptKind, ScriptRun
 from hostscripts.serializers import DeviceActionAcceptedSerializer, ScriptRunSerializer
 from hostscripts.services import ScriptError
+from mdm import actions as mdm_actions
 
 _HOST_ID = OpenApiParameter("host_id", OpenApiTypes.INT, OpenApiParameter.PATH)
 _DEVICE_ERRORS = {
@@ -118,7 +119,8 @@ class HostUpcomingViewSet(
     parameters=[_HOST_ID], request=None, responses={202: DeviceActionAcceptedSerializer, **_DEVICE_ERRORS}
 )
 class DeviceActionViewSet(HostRoutesMixin, viewsets.GenericViewSet):
-    """``POST /hosts/<host_id>/lock/``, ``unlock/`` and ``wipe/`` (Linux and Windows, through orbit)."""
+    """``POST /hosts/<host_id>/lock/``, ``unlock/`` and ``wipe/``: Linux and Windows through orbit,
+    Macs through MDM (an unlock answers with the PIN to type on the Mac)."""
 
     permission_classes = [IsAuthenticated, HostReaderPermission]
     serializer_class = DeviceActionAcceptedSerializer
@@ -131,7 +133,13 @@ class DeviceActionViewSet(HostRoutesMixin, viewsets.GenericViewSet):
             run = device_actions.request_action(host, kind, user=self.request.user)
         except ScriptError as exc:
             raise refused(exc) from None
-        body = {"execution_id": run.execution_id, **device_status(host.pk).as_fleet()}
+        if isinstance(run, ScriptRun):
+            body = {"execution_id": run.execution_id}
+        else:  # a Mac, through MDM: the command, and for an unlock the PIN to type on the Mac
+            body = {"command_uuid": run.uuid if run else ""}
+            if kind == ScriptKind.UNLOCK and run is not None:
+                body["unlock_pin"] = mdm_actions.pin_of(run)
+        body.update(device_status(host).as_fleet())
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(

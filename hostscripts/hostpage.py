@@ -19,6 +19,7 @@ from hostscripts import access, device_actions, messages, services
 from hostscripts.admin_forms import RunScriptForm, runnable_scripts
 from hostscripts.device_status import DeviceStatus, device_status
 from hostscripts.models import RunStatus, ScriptKind, ScriptRun
+from mdm import actions as mdm_actions
 
 RUNS_SHOWN = 20
 
@@ -64,8 +65,11 @@ def recent_runs(host: Host, limit: int = RUNS_SHOWN) -> list[ScriptRun]:
 
 
 def _device_actions(host: Host, status: DeviceStatus) -> list[DeviceAction]:
-    if platform_family(host.platform, host.platform_like) not in ("linux", "windows"):
-        return []  # macOS goes through MDM; other platforms have no action at all
+    family = platform_family(host.platform, host.platform_like)
+    if family not in ("linux", "windows", "darwin"):
+        return []  # other platforms have no action at all
+    if family == "darwin" and mdm_actions.enrollment_of(host) is None:
+        return []  # a Mac needs MDM: the note below says so
     wanted = [(ScriptKind.UNLOCK, "Unlock")] if status.status == "locked" else [(ScriptKind.LOCK, "Lock")]
     wanted.append((ScriptKind.WIPE, "Wipe"))
     return [
@@ -81,7 +85,7 @@ def _device_actions(host: Host, status: DeviceStatus) -> list[DeviceAction]:
 
 def scripts_for_host(host: Host, user: Any, limit: int = RUNS_SHOWN) -> ScriptsSection:
     """Everything the host page's "Scripts" block shows, for what ``user`` may do on ``host``."""
-    status = device_status(host.pk)
+    status = device_status(host)
     section = ScriptsSection(
         runs=recent_runs(host, limit),
         device=status,

@@ -215,6 +215,8 @@ class ScriptResultSerializer(ScriptRunSerializer):
 class DeviceActionAcceptedSerializer(serializers.Serializer):
     """What a lock, unlock or wipe request answers: its run and the host's state now."""
 
-    execution_id = serializers.CharField()
+    execution_id = serializers.CharField(required=False, help_text="Linux and Windows: the script run.")
+    command_uuid = serializers.CharField(required=False, help_text="Macs: the MDM command.")
+    unlock_pin = serializers.CharField(required=False, help_text="Mac unlock: the PIN to type on the Mac.")
     device_status = serializers.ChoiceField(choices=["unlocked", "locked", "wiped"])
     pending_action = serializers.ChoiceField(choices=["", *DEVICE_ACTION_KINDS])

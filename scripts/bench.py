@@ -38,6 +38,7 @@ import itertools
 import json
 import os
 import platform
+import plistlib
 import shutil
 import signal
 import subprocess
@@ -45,6 +46,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -105,6 +108,8 @@ class BenchContext:
     # orbit node keys and Fleet Desktop tokens of the same hosts (the orbit scenarios set them up).
     orbit_keys: list[str] = field(default_factory=list)
     device_tokens: list[str] = field(default_factory=list)
+    # Each enrolled Mac's signed Idle (body, headers) (the mdm-idle scenario sets them up).
+    mdm_idle: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
     args: argparse.Namespace | None = None
     server: Server | None = None
     django: DjangoHelper = field(default=None)  # type: ignore[assignment]  # set by main()
@@ -220,6 +225,11 @@ def _django_op(op: str, kwargs: dict[str, Any]) -> Any:
         return [
             services.create_campaign(admin, LIVE_SQL, kwargs["targets"]).id for _ in range(kwargs["count"])
         ]
+    if op == "mdm_setup":  # the dev MDM (CA and stand-in push certificate) the Macs enroll with
+        from mdm import services as mdm_services
+
+        mdm_services.setup(dev=True)
+        return True
     if op == "results":
         return CampaignResult.objects.filter(campaign_id__in=kwargs["ids"]).count()
     if op == "time_create":
@@ -243,7 +253,8 @@ def _django_op(op: str, kwargs: dict[str, Any]) -> Any:
 
 # --- scenarios ------------------------------------------------------------------------------------
 
-Request = tuple[str, str, bytes | None]  # method, path, body
+# method, path, body (and, for Apple MDM, the request's own headers)
+Request = tuple[str, str, bytes | None] | tuple[str, str, bytes | None, dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -339,6 +350,55 @@ def _device_desktop(ctx: BenchContext, i: int) -> Request:
     return "GET", f"/api/latest/fleet/device/{token}/desktop", None
 
 
+MDM_MACS = 100
+
+
+def _sync_send(
+    method: str, url: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    """A simulated Mac's transport for the set-up (plain HTTP to the bench server)."""
+    request = urllib.request.Request(url, data=body or None, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+async def _mdm_enrolled(ctx: BenchContext) -> None:
+    """MDM_MACS Macs enrolled through SCEP, their first commands answered, and each one's signed
+    Idle message ready (a device signs every message; the server verifies every one)."""
+    if ctx.mdm_idle:
+        return
+    from agentapi.simulator.apple import MacInfo, SimulatedMac
+
+    await ctx.django("mdm_setup")
+
+    def enroll_one(i: int) -> tuple[bytes, dict[str, str]]:
+        mac = SimulatedMac(MacInfo.example(), _sync_send, base_url=ctx.url, enroll_secret=SECRET)
+        mac.enroll()
+        mac.poll()  # DeviceInformation, asked at enrollment
+        body = plistlib.dumps({"Status": "Idle", "UDID": mac.udid}, fmt=plistlib.FMT_XML)
+        return body, {
+            "Content-Type": "application/x-apple-aspen-mdm-command",
+            "Mdm-Signature": mac.sign(body),
+        }
+
+    semaphore = asyncio.Semaphore(8)
+
+    async def one(i: int) -> tuple[bytes, dict[str, str]]:
+        async with semaphore:
+            return await asyncio.to_thread(enroll_one, i)
+
+    ctx.mdm_idle = await asyncio.gather(*(one(i) for i in range(MDM_MACS)))
+    _log(f"  {len(ctx.mdm_idle)} Macs enrolled in MDM (SCEP, Authenticate, TokenUpdate)")
+
+
+def _mdm_idle(ctx: BenchContext, i: int) -> Request:
+    body, headers = ctx.mdm_idle[i % len(ctx.mdm_idle)]
+    return "PUT", "/mdm/apple/mdm", body, headers
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -370,6 +430,13 @@ SCENARIOS: dict[str, Scenario] = {
             _device_desktop,
             prepare=_orbit_enrolled,
             within_2x_floor=True,
+        ),
+        Scenario(
+            "mdm-idle",
+            f"PUT /mdm/apple/mdm Idle from {MDM_MACS} enrolled Macs: CMS signature verified, empty queue",
+            _mdm_idle,
+            lambda status, raw: status == 200 and not raw.strip(),
+            prepare=_mdm_enrolled,
         ),
         Scenario(
             "checkin-1-campaign",
@@ -456,10 +523,13 @@ async def measure(
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal errors
         while time.perf_counter() < stop_at:
-            method, path, body = scenario.request(ctx, next(counter))
+            method, path, body, *extra = scenario.request(ctx, next(counter))
+            sent_headers = {**headers, **extra[0]} if extra else headers
             started = time.perf_counter()
             try:
-                async with session.request(method, ctx.url + path, data=body, headers=headers) as response:
+                async with session.request(
+                    method, ctx.url + path, data=body, headers=sent_headers
+                ) as response:
                     ok = scenario.check(response.status, await response.read())
             except (aiohttp.ClientError, TimeoutError):
                 ok = False

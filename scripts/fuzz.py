@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import functools
 import gzip
 import json
+import plistlib
 import random
 import re
 import shutil
@@ -96,6 +99,7 @@ CLASSES = (
     "valid-refused",
     "connection-error",
     "timeout",
+    "mdm-accepted-unsigned",  # an MDM or SCEP endpoint took a message nobody could have signed
 )
 REPLY_DEFECTS = CLASSES[2:]
 # A line the server's logging formatter wrote: "%(asctime)s %(levelname)s %(name)s %(message)s".
@@ -135,6 +139,8 @@ class Req:
 
     @property
     def path(self) -> str:
+        if self.endpoint.startswith("/"):  # Apple MDM's paths, given whole
+            return self.endpoint
         if self.endpoint.startswith("orbit/"):
             return "/api/fleet/" + self.endpoint
         return ("/api/v1/osquery/" if self.v1 else "/api/osquery/") + self.endpoint
@@ -1305,6 +1311,59 @@ def _orbit(rng: random.Random, ctx: Context) -> list[Req]:
     return _hostile(rng, ctx, "orbit-hostile", endpoint, dumps(body), note=kind)
 
 
+@functools.cache
+def _stranger() -> tuple[Any, Any]:
+    """A self-signed identity no MDM CA issued: what a forger signs with."""
+    from mdm.pki.ca import new_rsa_key, self_signed
+
+    key = new_rsa_key(2048)
+    return self_signed(key, "fuzz stranger"), key
+
+
+def _mdm_message(rng: random.Random) -> bytes:
+    kind = pick(rng, ("Authenticate", "TokenUpdate", "CheckOut", "Idle", "Acknowledged", "Error"))
+    if kind in ("Idle", "Acknowledged", "Error"):
+        body: dict[str, Any] = {"Status": kind, "UDID": fresh_id(rng), "CommandUUID": fresh_id(rng)}
+    else:
+        body = {"MessageType": kind, "UDID": fresh_id(rng), "Topic": "com.apple.mgmt.External.x"}
+        if kind == "TokenUpdate":
+            body.update(Token=rng.randbytes(32), PushMagic=fresh_id(rng))
+    return plistlib.dumps(body)
+
+
+@mutation("mdm-hostile", 3)
+def _mdm(rng: random.Random, ctx: Context) -> list[Req]:
+    """Apple MDM's endpoints, from a device nobody enrolled: none of it may be accepted or be a 5xx."""
+    from mdm.pki.cms import sign_detached
+
+    kind = pick(rng, ("unsigned", "garbage-sig", "random-sig", "stranger", "other-body", "garbage-body",
+                      "scep-garbage", "scep-get", "scep-op", "enroll-secret"))  # fmt: skip
+    body = _mdm_message(rng)
+    headers = {"Content-Type": "application/x-apple-aspen-mdm-checkin"}
+    endpoint, method = "/mdm/apple/mdm", "PUT"
+    if kind == "garbage-sig":
+        headers["Mdm-Signature"] = pick(rng, ("%%%", "", "a" * 12_000, "AAAA!!"))
+    elif kind == "random-sig":
+        headers["Mdm-Signature"] = base64.b64encode(rng.randbytes(rng.randrange(1, 4000))).decode()
+    elif kind in ("stranger", "other-body", "garbage-body"):
+        cert, key = _stranger()
+        signed = body if kind != "other-body" else _mdm_message(rng)
+        if kind == "garbage-body":
+            body = signed = rng.randbytes(rng.randrange(0, 3000))
+        headers["Mdm-Signature"] = base64.b64encode(sign_detached(signed, cert, key)).decode()
+    elif kind == "scep-garbage":
+        endpoint, method, body = "/mdm/apple/scep?operation=PKIOperation", "POST", rng.randbytes(2000)
+        headers = {"Content-Type": "application/x-pki-message"}
+    elif kind == "scep-get":
+        message = base64.b64encode(rng.randbytes(500)).decode().replace("+", "%2B")
+        endpoint, method, body = f"/mdm/apple/scep?operation=PKIOperation&message={message}", "GET", b""
+    elif kind == "scep-op":
+        endpoint, method, body = f"/mdm/apple/scep?operation={fresh_id(rng)}", "GET", b""
+    elif kind == "enroll-secret":
+        endpoint, method, body = f"/api/mdm/apple/enroll?enroll_secret={fresh_id(rng)}", "GET", b""
+    return [Req("mdm-hostile", endpoint, body, method=method, headers=headers, note=kind)]
+
+
 # --- sending and classifying -------------------------------------------------------------------
 
 
@@ -1319,6 +1378,10 @@ def classify(req: Req, reply: Reply) -> str:
     """One reply's class, by osquery's reading of it (osquery-protocol.md §1)."""
     if reply.status is None:
         return "timeout" if reply.error == "timeout" else "connection-error"
+    if req.endpoint.startswith("/"):  # Apple MDM: plists and text, not osquery's JSON
+        if reply.status >= 500:
+            return "5xx"
+        return "mdm-accepted-unsigned" if reply.status < 300 else "expected-error"
     try:
         body = json.loads(reply.body) if reply.body.strip() else None
     except (ValueError, UnicodeDecodeError):

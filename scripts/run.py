@@ -4,9 +4,12 @@ Migrates SQLite, prepares the demo (admin login, enroll secret, self-signed cert
 one daphne process serving HTTP on ``PORT`` and HTTPS on ``TLS_PORT`` (console, REST, agent API
 and WebSockets: the in-memory channel layer only reaches consumers in the same process), and
 ``DEMO_HOSTS`` simulated hosts that enroll over HTTPS: osquery, and orbit beside it (scripts,
-lock and wipe, a Fleet Desktop token, update checks against the demo TUF repository). Once a
-simulated host has its Desktop token, the URL of its My device page is printed. Ctrl-C stops
-every process it started, by process id.
+lock and wipe, a Fleet Desktop token, update checks against the demo TUF repository). The first
+``DEMO_MACS`` of them are Macs that also enroll in Apple MDM (set up with a stand-in push
+certificate; the simulator runs the local APNs stand-in that wakes them) and install the demo
+configuration profiles, which their osquery then verifies. Once a simulated host has its Desktop
+token, the URL of its My device page is printed. Ctrl-C stops every process it started, by
+process id.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ def main() -> None:
     tls_port = int(os.environ.get("TLS_PORT", "8443"))
     bind = os.environ.get("BIND", "127.0.0.1")
     demo_hosts = int(os.environ.get("DEMO_HOSTS", "25"))
+    demo_macs = min(int(os.environ.get("DEMO_MACS", "3")), demo_hosts)
     if any(os.environ.get(name) for name in ("DATABASE_URL", "REDIS_URL")):
         print("note: DATABASE_URL/REDIS_URL are set; make run uses them instead of the embedded default")
 
@@ -103,6 +107,10 @@ def main() -> None:
 
     children: list[subprocess.Popen] = []
     env = {**os.environ, "DATABASE_CONN_MAX_AGE": "0", "TLS_PORT": str(tls_port)}
+    if demo_macs > 0:
+        # Profiles turn "verified" when osquery's macos_profiles detail query sees them on the Mac;
+        # hourly by default, every two minutes here so the demo shows it (25 hosts: no load to speak of).
+        env.setdefault("OSQUERY_DETAIL_UPDATE_INTERVAL", "120")
     if bind not in LOOPBACK and "DJANGO_ALLOWED_HOSTS" not in os.environ:
         env["DJANGO_ALLOWED_HOSTS"] = ",".join(["localhost", "127.0.0.1", "[::1]", *reachable_names(bind)])
         print(f"note: BIND={bind}: accepting requests for {env['DJANGO_ALLOWED_HOSTS']}")
@@ -161,6 +169,8 @@ def main() -> None:
                     f"http://127.0.0.1:{port}/tuf",  # TUF's signatures, not TLS, protect the files
                     "--update-interval",
                     "120",
+                    "--mdm",
+                    str(demo_macs),
                 ],
                 cwd=ROOT,
             )  # fmt: skip
@@ -173,7 +183,8 @@ def main() -> None:
     Login:     {demo["username"]} / {demo["password"]}
     REST API:  http://127.0.0.1:{port}/api/v1/docs/
     Agents:    https://127.0.0.1:{tls_port}  (enroll secret {demo["enroll_secret"]}; see "Add hosts")
-    Demo:      {demo_hosts} simulated hosts (DEMO_HOSTS=0 for none)
+    Demo:      {demo_hosts} simulated hosts (DEMO_HOSTS=0 for none), {demo_macs} of them Macs in Apple MDM
+               (DEMO_MACS), with {demo["mdm_profiles"]} demo configuration profiles to install
   Ctrl-C stops everything.
 """,
         flush=True,

@@ -24,6 +24,8 @@ def _clean_process_state(settings, tmp_path):
         "STATUS_LOG_FILE": str(tmp_path / "osquery_status.log"),
         "SEEN_FLUSH_INTERVAL": 3600.0,
     }
+    # Apple MDM: no CA unless a test sets one up, and never the developer's own var/mdm.
+    settings.MDM = {**settings.MDM, "DIR": str(tmp_path / "mdm")}
     yield
     seen.flush_discard()
     # A test that simulated a Redis failure leaves the circuit breaker open for its retry period

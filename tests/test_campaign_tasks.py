@@ -22,7 +22,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _upkeep_not_due(monkeypatch):
     """Creating a campaign may run the embedded upkeep; here only the tests that want it do."""
-    monkeypatch.setattr(tasks, "_last_run", {"expire_and_sweep": float("inf"), "retention": float("inf")})
+    monkeypatch.setattr(
+        tasks._clock, "_last_run", {"expire_and_sweep": float("inf"), "retention": float("inf")}
+    )
 
 
 @pytest.fixture
@@ -214,6 +216,8 @@ def test_beat_schedule_names_registered_tasks_with_configured_periods():
         "campaigns.delete_expired_results",
         "software.recount_host_counts",
         "updates.refresh_timestamp",
+        "mdm.push_pending",
+        "mdm.reconcile_profiles",
     }
     registered = set(celery_app.tasks.keys())
     assert {entry["task"] for entry in schedule.values()} <= registered
@@ -222,6 +226,8 @@ def test_beat_schedule_names_registered_tasks_with_configured_periods():
     assert periods["campaigns.delete_expired_results"] == settings.CAMPAIGN_RETENTION_INTERVAL
     assert periods["software.recount_host_counts"] == settings.SOFTWARE_COUNTS_INTERVAL
     assert periods["updates.refresh_timestamp"] == settings.AGENT_UPDATES["TIMESTAMP_CHECK_INTERVAL"]
+    assert periods["mdm.push_pending"] == settings.MDM["REPUSH_INTERVAL"]
+    assert periods["mdm.reconcile_profiles"] == settings.MDM["RECONCILE_INTERVAL"]
     assert celery_app.conf.beat_schedule == schedule
 
 

@@ -3,6 +3,8 @@
 Why one process: a 2-core machine also runs the server under test, so the simulator must stay
 light; asyncio lets one core drive thousands of mostly-sleeping agents. The building blocks
 (``build_agents``, ``enroll_all``) are public so the benchmark reuses the exact enrolment code.
+With ``mdm``, some macOS hosts are also Apple MDM devices (``apple_sim``): each Mac runs beside
+its osquery agent, and the APNs stand-in that wakes them runs in this process too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentapi.simulator import apple_sim
 from agentapi.simulator.agent import AgentSettings, SimulatedAgent
 from agentapi.simulator.identity import DEFAULT_TEMPLATES, make_identities, parse_templates
 from agentapi.simulator.orbit import OrbitSettings, SimulatedOrbit, save_tokens
@@ -41,6 +44,7 @@ class SimulationConfig:
     connections: int = 64
     progress_interval: float = 5.0
     orbit: OrbitSettings | None = None  # also simulate orbit (fleetd) on every host
+    mdm: apple_sim.MdmSettings | None = None  # some macOS hosts are also Apple MDM devices
 
 
 def load_node_keys(path: str | None) -> dict[str, str]:
@@ -68,6 +72,8 @@ def build_agents(
     """Agents ``0..count-1`` of ``config.seed``, with any node keys from ``config.node_key_file``."""
     keys = load_node_keys(config.node_key_file)
     identities = make_identities(config.seed, config.count, parse_templates(config.templates))
+    if config.mdm is not None:
+        identities, _ = apple_sim.with_macs(identities, config.mdm)
     return [
         SimulatedAgent(
             identity,
@@ -115,12 +121,14 @@ async def _every(seconds: float, action: Callable[[], None]) -> None:
         action()
 
 
-async def _start_later(agent: SimulatedAgent, delay: float, orbit: SimulatedOrbit | None = None) -> None:
+async def _start_later(
+    agent: SimulatedAgent,
+    delay: float,
+    orbit: SimulatedOrbit | None = None,
+    mac: apple_sim.MacRunner | None = None,
+) -> None:
     await asyncio.sleep(delay)
-    if orbit is None:
-        await agent.run()
-    else:
-        await asyncio.gather(agent.run(), orbit.run())
+    await asyncio.gather(agent.run(), *(c.run() for c in (orbit, mac) if c is not None))
 
 
 def build_orbits(
@@ -138,12 +146,18 @@ async def simulate(
     """Run the simulation until ``stop`` is set or ``config.duration`` passes; returns the counters."""
     stop = stop or asyncio.Event()
     stats = Stats()
-    async with HttpTransport(
-        config.url, connections=config.connections, insecure=config.insecure, ca_file=config.ca_file
-    ) as transport:
+    async with (
+        HttpTransport(
+            config.url, connections=config.connections, insecure=config.insecure, ca_file=config.ca_file
+        ) as transport,
+        contextlib.AsyncExitStack() as mdm_stack,
+    ):
         agents = build_agents(transport, config, stats, stop)
         tokens: dict[str, str] = {}
         orbits = build_orbits(agents, config, tokens)
+        macs: dict[int, apple_sim.MacRunner] = {}
+        if config.mdm is not None and not config.only_enroll:
+            macs = await _start_macs(agents, config, stats, stop, mdm_stack, out)
         token_file = config.orbit.token_file if config.orbit is not None else ""
 
         written: dict[str, str] = {}
@@ -163,7 +177,7 @@ async def simulate(
         else:
             step = config.start_period / max(len(agents), 1)
             work = [
-                asyncio.create_task(_start_later(a, i * step, orbits[i] if orbits else None))
+                asyncio.create_task(_start_later(a, i * step, orbits[i] if orbits else None, macs.get(i)))
                 for i, a in enumerate(agents)
             ]
         waiter = asyncio.create_task(stop.wait())
@@ -182,6 +196,40 @@ async def simulate(
             save_node_keys(config.node_key_file, agents)
         write_tokens()
     return stats
+
+
+async def _start_macs(
+    agents: list[SimulatedAgent],
+    config: SimulationConfig,
+    stats: Stats,
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
+    out: Callable[[str], None],
+) -> dict[int, apple_sim.MacRunner]:
+    """The simulated Macs (by agent position) and, for their pushes, the APNs stand-in; both are
+    closed by ``stack``."""
+    assert config.mdm is not None
+    _, positions = apple_sim.with_macs([a.identity for a in agents], config.mdm)
+    http = await stack.enter_async_context(
+        apple_sim.MdmHttp(insecure=config.insecure, ca_file=config.ca_file)
+    )
+    runners = apple_sim.build_runners(
+        agents,
+        positions,
+        config.mdm,
+        base_url=config.url,
+        enroll_secret=config.enroll_secret,
+        send=http.send,
+        stats=stats,
+        stop=stop,
+    )
+    out(f"MDM: {len(runners)} of the hosts are Macs enrolling in Apple MDM")
+    if runners:
+        router = apple_sim.PushRouter(runners, asyncio.get_running_loop(), stats)
+        standin = await asyncio.to_thread(apple_sim.start_standin, config.mdm, router, out)
+        if standin is not None:
+            stack.push_async_callback(asyncio.to_thread, standin.stop)
+    return dict(zip(positions, runners, strict=True))
 
 
 def run_simulation(config: SimulationConfig, out: Callable[[str], None] = print) -> Stats:

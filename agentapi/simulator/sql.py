@@ -113,6 +113,9 @@ def _tokenize(sql: str) -> list[_Tok]:
 @dataclass(frozen=True)
 class _Col:
     name: str
+    # Written in double quotes: SQLite reads it as a string when no column has that name, and
+    # osquery queries rely on it (Fleet's ``WHERE type = "Configuration"``).
+    quoted: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,7 @@ class _Parser:
                 if tok.value not in self.aliases and not self.peek("id"):
                     raise self.error()
                 return _Col(self.expect("id").value)
-            return _Col(tok.value)
+            return _Col(tok.value, quoted=tok.raw.startswith('"'))
         raise self.error()
 
     def or_expr(self) -> Any:
@@ -301,6 +304,8 @@ class _Evaluator:
         if isinstance(node, _Lit):
             return node.value
         if node.name not in self.columns:
+            if node.quoted:
+                return node.name
             raise SqlError(f"no such column: {node.name}")
         return row.get(node.name)
 

@@ -26,6 +26,10 @@ class Stats:
     result_lines: int = 0
     status_lines: int = 0
     latency_total: float = 0.0
+    # Simulated Macs (``--mdm``); their requests are counted above as ``mdm/...`` endpoints.
+    mdm_enrollments: int = 0
+    mdm_commands: Counter[str] = field(default_factory=Counter)  # "RequestType:Status"
+    mdm_pushes: int = 0
     started: float = field(default_factory=time.monotonic)
     last_errors: list[str] = field(default_factory=list)
 
@@ -58,6 +62,9 @@ class Stats:
             "queries_skipped": self.queries_skipped,
             "result_lines": self.result_lines,
             "status_lines": self.status_lines,
+            "mdm_enrollments": self.mdm_enrollments,
+            "mdm_commands": dict(self.mdm_commands),
+            "mdm_pushes": self.mdm_pushes,
         }
 
 
@@ -76,10 +83,18 @@ class Progress:
         self._last_time, self._last_requests = now, requests
         s = self.stats
         mean_ms = s.latency_total / requests * 1000 if requests else 0.0
+        mdm = ""
+        if s.mdm_enrollments or s.requests["mdm/enroll"]:
+            mdm_requests = sum(n for name, n in s.requests.items() if name.startswith("mdm/"))
+            mdm_errors = sum(n for name, n in s.failures.items() if name.startswith("mdm/"))
+            mdm = (
+                f" | mdm {s.mdm_enrollments} enrolled, {sum(s.mdm_commands.values())} commands, "
+                f"{s.mdm_pushes} pushes, {mdm_requests} requests ({mdm_errors} errors)"
+            )
         return (
             f"[{now - s.started:6.0f}s] enrolled {enrolled}/{total} | {rate:7.1f} req/s | "
             f"requests {requests} (mean {mean_ms:.1f} ms) | errors {s.total_failures} "
             f"(transport {s.transport_errors}, node_invalid {s.node_invalid}) | "
             f"re-enrolls {s.reenrollments} | "
-            f"queries {s.queries_run} | log lines {s.result_lines}+{s.status_lines}"
+            f"queries {s.queries_run} | log lines {s.result_lines}+{s.status_lines}{mdm}"
         )

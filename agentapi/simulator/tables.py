@@ -34,6 +34,9 @@ class AgentState:
     schedule: dict[str, Row] = field(default_factory=dict)
     # The simulated orbit's state (agentapi.simulator.orbit.OrbitState); None: no orbit, no orbit_info.
     orbit: Any = None
+    # The simulated Mac beside this agent (agentapi.simulator.apple.SimulatedMac) when it is under
+    # MDM; macos_profiles lists the profiles it installed.
+    mdm: Any = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,10 @@ class HostTables:
         spec = TABLES.get(table)
         if table == "orbit_info":  # an extension table: there only while orbit runs
             return self.state.orbit is not None
+        if table == "macos_profiles":  # the Mac Admins extension fleetd ships: with orbit (or MDM)
+            return self.identity.template.key == "macos" and (
+                self.state.orbit is not None or self.state.mdm is not None
+            )
         return spec is not None and (spec.platforms is None or self.identity.template.key in spec.platforms)
 
     def columns(self, table: str) -> tuple[str, ...]:
@@ -511,6 +518,12 @@ def _orbit_info(t: HostTables) -> list[Row]:
     ]
 
 
+def _macos_profiles(t: HostTables) -> list[Row]:
+    """The Mac's installed profiles, as ``profiles -C`` shows them (the MDM enrollment profile too)."""
+    mac = t.state.mdm
+    return [profile.as_table_row() for profile in mac.installed_profiles()] if mac is not None else []
+
+
 def _osquery_schedule(t: HostTables) -> list[Row]:
     return [dict(row, name=name) for name, row in sorted(t.state.schedule.items())]
 
@@ -756,6 +769,20 @@ TABLES: dict[str, Table] = {
             "uptime",
         ),
         _orbit_info,
+    ),
+    "macos_profiles": Table(
+        (
+            "description",
+            "display_name",
+            "identifier",
+            "install_date",
+            "organization",
+            "type",
+            "uuid",
+            "verification_state",
+        ),
+        _macos_profiles,
+        frozenset({"macos"}),
     ),
     "logged_in_users": Table(
         ("type", "user", "tty", "host", "time", "pid", "sid", "registry_hive"), _logged_in_users

@@ -46,6 +46,17 @@ def encode(body: dict[str, Any], compress: bool = False) -> bytes:
     return gzip.compress(data, compresslevel=9) if compress else data
 
 
+def open_session(ssl_context: ssl.SSLContext | None, connections: int) -> aiohttp.ClientSession:
+    """The simulator's HTTP session: ``connections`` kept-alive connections, its own User-Agent
+    per request, the request timeout every simulated agent uses."""
+    verify = ssl_context if ssl_context is not None else True
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, ssl=verify, keepalive_timeout=30),
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+        skip_auto_headers=("User-Agent",),
+    )
+
+
 class HttpTransport:
     """Sends requests to ``base_url`` through one aiohttp session (create it inside a running loop)."""
 
@@ -58,13 +69,7 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> HttpTransport:
-        verify = self._ssl if self._ssl is not None else True
-        connector = aiohttp.TCPConnector(limit=self._connections, ssl=verify, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
-            skip_auto_headers=("User-Agent",),
-        )
+        self._session = open_session(self._ssl, self._connections)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

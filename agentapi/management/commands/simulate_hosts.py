@@ -1,7 +1,9 @@
 """``manage.py simulate_hosts``: N simulated osquery agents against a running server.
 
 It is a Django command only so that it is found where operators look; it does not touch the
-database and works against any server (this one or another) reachable over HTTP(S).
+database and works against any server (this one or another) reachable over HTTP(S). With
+``--mdm``, some macOS hosts are also Apple MDM devices; the APNs stand-in that wakes them uses
+the certificates ``manage.py mdm setup --dev`` wrote under ``FLEET_MDM_DIR`` (read from disk only).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agentapi.simulator.agent import AgentSettings
+from agentapi.simulator.apple_sim import MdmSettings
 from agentapi.simulator.identity import DEFAULT_TEMPLATES, parse_templates
 from agentapi.simulator.orbit import OrbitSettings, fetch_root
 from agentapi.simulator.runner import SimulationConfig, run_simulation
@@ -94,6 +97,51 @@ class Command(BaseCommand):
             "--update-root", default="", help="Trusted root.json (default: fetched from --update-url)."
         )
         orbit.add_argument("--update-interval", type=float, default=900.0, help="Default 15 min, as orbit.")
+        mdm = parser.add_argument_group("Apple MDM")
+        how_many = mdm.add_mutually_exclusive_group()
+        how_many.add_argument(
+            "--mdm",
+            type=int,
+            default=0,
+            metavar="N",
+            help="N macOS hosts are also MDM devices (the first N hosts become Macs if too few are).",
+        )
+        how_many.add_argument(
+            "--mdm-rate",
+            type=float,
+            default=None,
+            help="This share (0-1) of the macOS hosts are MDM devices.",
+        )
+        mdm.add_argument(
+            "--mdm-interval", type=float, default=60.0, help="Seconds between a Mac's check-ins (default 60)."
+        )
+        mdm.add_argument(
+            "--mdm-not-now-rate",
+            type=float,
+            default=0.1,
+            help="Share of commands a Mac answers NotNow, to get again later (default 0.1).",
+        )
+        mdm.add_argument(
+            "--mdm-unlock-after",
+            type=float,
+            default=120.0,
+            help="A locked Mac's user types the PIN after this many seconds (default 120; 0: never).",
+        )
+        mdm.add_argument(
+            "--mdm-reenroll-after-erase",
+            action="store_true",
+            help="An erased Mac is set up again and re-enrolls (default: it goes silent).",
+        )
+        mdm.add_argument(
+            "--mdm-apns-url",
+            default="",
+            help="Where the server pushes; the APNs stand-in listens on its port (default MDM DEV_APNS_URL).",
+        )
+        mdm.add_argument(
+            "--mdm-standin-dir",
+            default="",
+            help="The stand-in's certificates (default FLEET_MDM_DIR/apns-standin, from `mdm setup --dev`).",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         if opts["count"] < 1:
@@ -114,6 +162,7 @@ class Command(BaseCommand):
         )
         config = SimulationConfig(
             orbit=self._orbit_settings(opts),
+            mdm=self._mdm_settings(opts),
             url=opts["url"],
             enroll_secret=opts["enroll_secret"],
             count=opts["count"],
@@ -134,6 +183,29 @@ class Command(BaseCommand):
         )
         stats = run_simulation(config, out=self.stdout.write)
         self.stdout.write(self.style.SUCCESS(f"done: {stats.as_dict()}"))
+
+    def _mdm_settings(self, opts: dict[str, Any]) -> MdmSettings | None:
+        from django.conf import settings
+
+        rate = opts["mdm_rate"]
+        if rate is None and opts["mdm"] <= 0:
+            return None
+        if opts["mdm"] < 0 or (rate is not None and not 0 <= rate <= 1):
+            raise CommandError("--mdm must be positive and --mdm-rate between 0 and 1")
+        if opts["mdm_interval"] <= 0:
+            raise CommandError("--mdm-interval must be positive")
+        if not 0 <= opts["mdm_not_now_rate"] < 1:
+            raise CommandError("--mdm-not-now-rate must be at least 0 and below 1")
+        return MdmSettings(
+            count=opts["mdm"],
+            rate=rate,
+            interval=opts["mdm_interval"],
+            not_now_rate=opts["mdm_not_now_rate"],
+            unlock_after=opts["mdm_unlock_after"],
+            reenroll_after_erase=opts["mdm_reenroll_after_erase"],
+            standin_dir=opts["mdm_standin_dir"] or str(Path(settings.MDM["DIR"]) / "apns-standin"),
+            apns_url=opts["mdm_apns_url"] or settings.MDM["DEV_APNS_URL"],
+        )
 
     def _orbit_settings(self, opts: dict[str, Any]) -> OrbitSettings | None:
         if not opts["orbit"]:

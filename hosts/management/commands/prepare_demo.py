@@ -2,13 +2,18 @@
 
 An admin login, a global enroll secret for the demo hosts, a self-signed certificate for the
 HTTPS port, and Fleet's standard query library as saved queries (once, when there are none).
-Idempotent: a second run keeps the same password, secret and certificate, so agents
-enrolled earlier keep working. Prints ``key=value`` lines that ``scripts/run.py`` reads.
+Apple MDM as ``manage.py mdm setup --dev`` leaves it (the MDM CA, a stand-in push certificate and
+the local APNs stand-in's certificates, no Apple account needed) and two demo configuration
+profiles for every Mac, so the simulated Macs have something to install and osquery to verify.
+Idempotent: a second run keeps the same password, secret, certificates and CA, so agents and
+Macs enrolled earlier keep working. Prints ``key=value`` lines that ``scripts/run.py`` reads.
 """
 
 from __future__ import annotations
 
+import plistlib
 import secrets
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,48 @@ from hosts.models import EnrollSecret, UserRole
 
 # Fleet's standard query library (queries/data/README.md has its source and licence).
 STANDARD_QUERY_LIBRARY = Path(__file__).resolve().parents[3] / "queries/data/standard-query-library.yml"
+
+# Two harmless settings every demo Mac gets (identifier, name, payload): the MDM installs them, the
+# Mac's osquery reports them in macos_profiles, and the console shows them verified.
+DEMO_PROFILES = (
+    (
+        "com.example.demo.firewall",
+        "Demo: firewall on",
+        {"PayloadType": "com.apple.security.firewall", "EnableFirewall": True, "EnableStealthMode": True},
+    ),
+    (
+        "com.example.demo.screensaver",
+        "Demo: screen saver after 10 minutes",
+        {"PayloadType": "com.apple.screensaver", "idleTime": 600, "askForPassword": True},
+    ),
+)
+
+
+def _demo_mobileconfig(identifier: str, name: str, payload: dict[str, Any]) -> bytes:
+    """A one-payload .mobileconfig with UUIDs fixed by its identifier (the same file every run)."""
+
+    def stable_uuid(suffix: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fleet-demo:{identifier}{suffix}")).upper()
+
+    profile = {
+        "PayloadType": "Configuration",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": identifier,
+        "PayloadUUID": stable_uuid(""),
+        "PayloadDisplayName": name,
+        "PayloadOrganization": "Fleet demo",
+        "PayloadScope": "System",
+        "PayloadContent": [
+            {
+                **payload,
+                "PayloadVersion": 1,
+                "PayloadIdentifier": f"{identifier}.payload",
+                "PayloadUUID": stable_uuid(".payload"),
+                "PayloadDisplayName": name,
+            }
+        ],
+    }
+    return plistlib.dumps(profile, fmt=plistlib.FMT_XML, sort_keys=True)
 
 
 class Command(BaseCommand):
@@ -41,6 +88,7 @@ class Command(BaseCommand):
         ensure_certificate(Path(settings.TLS_CERT_FILE), Path(settings.TLS_KEY_FILE))
         loaded = self._query_library()
         updates = self._update_repository()
+        mdm_topic, demo_profiles = self._mdm()
         self.stdout.write(f"username={username}")
         self.stdout.write(f"password={password}")
         self.stdout.write(f"enroll_secret={secret}")
@@ -48,6 +96,8 @@ class Command(BaseCommand):
         self.stdout.write(f"key={settings.TLS_KEY_FILE}")
         self.stdout.write(f"queries_loaded={loaded}")
         self.stdout.write(f"update_repository={updates}")
+        self.stdout.write(f"mdm_topic={mdm_topic}")
+        self.stdout.write(f"mdm_profiles={demo_profiles}")
 
     def _admin(self, username: str, password_file: Path) -> tuple[str, str]:
         """A superuser with the global admin role; the password is generated once and kept."""
@@ -75,6 +125,28 @@ class Command(BaseCommand):
         from updates.demo import ensure_demo_repository
 
         return ensure_demo_repository()
+
+    def _mdm(self) -> tuple[str, int]:
+        """Apple MDM set up for development, and the demo profiles added once; (push topic, number
+        of demo profiles in place)."""
+        from mdm import push_certificate, services
+        from mdm.models import Profile
+        from mdm.profiles import services as profiles
+        from mdm.profiles.validation import ProfileError
+
+        services.setup(dev=True)
+        present = 0
+        for identifier, name, payload in DEMO_PROFILES:
+            if Profile.objects.filter(scope=0, identifier=identifier).exists():
+                present += 1  # kept as it is: an admin may have edited or scoped it
+                continue
+            try:
+                profiles.create_profile(team=None, data=_demo_mobileconfig(identifier, name, payload))
+            except ProfileError as exc:  # e.g. an admin's profile already has this name
+                self.stderr.write(f"demo profile {name!r} not added: {exc.message}")
+                continue
+            present += 1
+        return push_certificate.topic(), present
 
     def _query_library(self) -> int:
         """Apply Fleet's standard query library when no query exists yet; the number loaded."""

@@ -1,0 +1,1 @@
+"""Certificates and CMS for Apple MDM: the MDM CA, SCEP, and signed or detached CMS messages."""
