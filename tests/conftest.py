@@ -57,3 +57,15 @@ def agent(client, global_secret) -> Agent:
     a = Agent(client)
     a.enroll(global_secret)
     return a
+
+
+@pytest.fixture
+def eager_celery():
+    """Celery runs tasks in-process, as on the embedded default (CI's MariaDB+Redis run has a
+    broker and no worker, so a test of what a task does must ask for this)."""
+    from fleet.celery import app
+
+    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved

@@ -512,7 +512,7 @@ def test_manage_py_mdm_setup_on_a_fresh_server(db, settings, tmp_path):
 
 
 def test_queueing_a_command_pushes_the_mac_with_its_push_magic(
-    mac, settings, django_capture_on_commit_callbacks
+    eager_celery, mac, settings, django_capture_on_commit_callbacks
 ):
     from mdm.apns.standin import ApnsStandIn
 

@@ -304,14 +304,18 @@ def test_a_lost_command_is_resent(team):
 # --- running it ------------------------------------------------------------------------------------
 
 
-def test_request_reconcile_runs_after_commit_in_eager_mode(team, django_capture_on_commit_callbacks):
+def test_request_reconcile_runs_after_commit_in_eager_mode(
+    eager_celery, team, django_capture_on_commit_callbacks
+):
     host, enrollment = enrolled_mac("mac", team=team)
     with django_capture_on_commit_callbacks(execute=True):
         services.create_profile(team=team, data=mobileconfig())
     assert row(host).status == "pending" and len(queued(enrollment)) == 1
 
 
-def test_request_reconcile_never_raises(team, monkeypatch, django_capture_on_commit_callbacks, caplog):
+def test_request_reconcile_never_raises(
+    eager_celery, team, monkeypatch, django_capture_on_commit_callbacks, caplog
+):
     def broken() -> dict:
         raise RuntimeError("database on fire")
 

@@ -144,7 +144,7 @@ def test_without_the_standin_the_macs_just_poll(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_simulated_macs_enroll_answer_and_are_woken_by_pushes(live_server, settings, tmp_path):
+def test_simulated_macs_enroll_answer_and_are_woken_by_pushes(eager_celery, live_server, settings, tmp_path):
     from hosts.management.commands.prepare_demo import DEMO_PROFILES, _demo_mobileconfig
     from hosts.models import EnrollSecret, Host
     from mdm import services
