@@ -889,6 +889,13 @@ def write_report(
         "- *checkin-1-campaign* and *checkin-10-campaigns* repeat the check-in scenario while 1 or 10 "
         "campaigns target every host; the hosts never answer, so every check-in carries the queries "
         "(and `accelerate`). The extra CPU is the difference with *checkin*, over its CPU per request.",
+        "- *mdm-idle*: Apple MDM's most frequent message, a device's `Idle` with nothing queued, from "
+        f"{MDM_MACS} Macs enrolled beforehand through the real flow (enrollment profile, SCEP, Authenticate, "
+        "TokenUpdate; their first DeviceInformation answered). Each body is signed once by its Mac (a "
+        "detached CMS signature in `Mdm-Signature`, as a device sends it) and sent again and again; the "
+        "server verifies the signature and the certificate's issuer on every request, then reads the "
+        "enrollment and the queue. Not compared with the floor: the signature check is the price of "
+        "Apple's protocol, and Macs send Idle on a push or a poll, not every few seconds.",
         "- *Create a campaign*: `campaigns.services.create_campaign` timed in a Django process of its own "
         "on the same MariaDB and Redis (what `POST /api/v1/campaigns/` runs, without HTTP and "
         "serialisation): validate the SQL, resolve the targets, count online/offline hosts, insert the "

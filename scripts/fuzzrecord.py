@@ -60,7 +60,8 @@ def report_lines(path: Path = RESULTS) -> list[str]:
         "",
         "*production*: gunicorn (2 sync workers), MariaDB, Redis; *embedded*: one daphne process on "
         "SQLite, as `make run`. Defects are replies osquery would misread (5xx, non-JSON, an error "
-        "without `error`, `node_invalid` outside a 401, a valid check-in refused), dropped connections, "
+        "without `error`, `node_invalid` outside a 401, a valid check-in refused, an MDM endpoint "
+        "accepting a message no enrolled device signed), dropped connections, "
         "timeouts, forged log lines, live-query rows accepted but not stored, and memory growth after "
         "warm-up (over 15 % or 50 MiB). Recorded with `scripts/fuzz.py --shape S --requests N "
         "--record`; see [fuzzing.md](fuzzing.md).",
