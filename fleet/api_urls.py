@@ -18,6 +18,7 @@ from packs.spec_api import SpecView
 from queries import api as queries_api
 from queries.report_api import QueryReportView
 from software import api as software_api
+from taskserver import api as taskserver_api
 
 router = DefaultRouter()
 hosts_api.register(router)
@@ -30,6 +31,7 @@ software_api.register(router)
 hostscripts_api.register(router)
 mdm_api.register(router)
 profiles_api.register(router)
+taskserver_api.register(router)
 
 urlpatterns = [
     path("auth/token/", TokenLoginView.as_view(), name="api-token"),

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "updates",  # the TUF repository for agent updates (docs/agent-updates.md)
     "mdm",  # Apple MDM: SCEP, check-in and commands, APNs, configuration profiles (docs/apple-mdm.md)
     "users",  # console users, roles, invitations, password rules, `manage.py user` (docs/users.md)
+    "taskserver",  # tasks on task agents that stay connected, agent keys, metric destinations (docs/tasks.md)
 ]
 
 MIDDLEWARE = [

@@ -63,6 +63,13 @@ MODEL_RULES: dict[str, dict[str, frozenset[str]]] = {
     "mdm.enrollment": _rules(CONSOLE_ROLES, frozenset()),
     "mdm.command": _rules(CONSOLE_ROLES, frozenset()),
     "mdm.profile": _rules(CONSOLE_ROLES, WRITE_ROLES),
+    # Tasks (taskserver.access): tasks and destinations are written per team; agents appear when
+    # they connect (no add) and are tagged, switched off or deleted; agent keys are like enroll
+    # secrets (admins and maintainers see the list, admins create and delete; a key is shown once).
+    "taskserver.task": _rules(CONSOLE_ROLES, WRITE_ROLES),
+    "taskserver.taskagent": {**_rules(CONSOLE_ROLES, WRITE_ROLES), _ADD: frozenset()},
+    "taskserver.agentkey": {**_rules(SECRET_READ_ROLES, ADMIN_ROLES), _CHANGE: frozenset()},
+    "taskserver.metricdestination": _rules(CONSOLE_ROLES, WRITE_ROLES),
 }
 # Users and invitations (the users app) check roles themselves (users/permissions.py): global
 # admins manage everyone, team admins the users of their teams.

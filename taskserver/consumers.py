@@ -1,0 +1,124 @@
+"""The task agent's WebSocket session (``/ws/agent/``, docs/task-agent-protocol.md).
+
+On connect: the agent key (``Authorization: Bearer``) names the team; an agent name the team does
+not know yet registers itself in that team only. The session joins its agent's group, the agent
+is marked online, and it receives ``welcome``, its ``destinations`` and the full ``task_list``;
+``any`` tasks waiting for an agent are placed (on this one if it is the least loaded).
+
+While connected: the server sends a heartbeat every ``HEARTBEAT`` seconds and closes a session
+that sent nothing for ``DEAD_AFTER`` seconds; every frame from the agent is parsed defensively
+(a malformed one is logged and ignored, never a crash). On disconnect the agent goes offline
+(unless a newer session took over) and its ``any`` tasks move to other agents at once.
+
+Several daphne processes: groups live in the channel layer (Redis), so changes reach a session
+wherever it is held; a process that dies stops refreshing its agents' ``last_seen_at``, and the
+sweep every live process runs (:func:`taskserver.sessions.sweep_if_due`) marks them offline and
+moves their tasks within ``DEAD_AFTER`` seconds plus a sweep interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from taskserver import live, sessions
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT = 10.0
+DEAD_AFTER = 30.0
+MAX_FRAME = 1024 * 1024
+
+
+def _headers(scope: dict[str, Any]) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+class AgentConsumer(AsyncWebsocketConsumer):
+    agent_id: int | None = None
+    session_id: str = ""
+    _heartbeats: asyncio.Task | None = None
+    _last_frame: float = 0.0
+
+    async def connect(self) -> None:
+        headers = _headers(self.scope)
+        auth = headers.get("authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        tags = [t.strip() for t in headers.get("x-fleet-agent-tags", "").split(",") if t.strip()]
+        self.session_id = uuid.uuid4().hex
+        try:
+            agent = await database_sync_to_async(sessions.open_session)(
+                key,
+                headers.get("x-fleet-agent-name", ""),
+                tags,
+                headers.get("x-fleet-agent-version", ""),
+                self.session_id,
+            )
+        except sessions.Refused as exc:
+            logger.info("task agent refused: %s", exc)
+            await self.close(code=exc.code)
+            return
+        self.agent_id = agent.pk
+        await self.channel_layer.group_add(live.group(agent.pk), self.channel_name)
+        await self.accept()
+        self._last_frame = time.monotonic()
+        first = await database_sync_to_async(sessions.first_messages)(agent.pk, self.session_id, HEARTBEAT)
+        for content in first:
+            await self.send(text_data=json.dumps(content, separators=(",", ":")))
+        await database_sync_to_async(sessions.place_waiting)(agent.pk)
+        self._heartbeats = asyncio.ensure_future(self._heartbeat_loop())
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            if time.monotonic() - self._last_frame > DEAD_AFTER:
+                logger.info("task agent %s sent nothing for %.0f s: closing", self.agent_id, DEAD_AFTER)
+                await self.close(code=4008)
+                return
+            beat = live.message("heartbeat", {"time": int(time.time())})
+            await self.send(text_data=json.dumps(beat))
+            await database_sync_to_async(sessions.sweep_if_due)()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self._last_frame = time.monotonic()
+        raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
+        if len(raw) > MAX_FRAME:
+            logger.info("task agent %s: frame of %d bytes ignored", self.agent_id, len(raw))
+            return
+        try:
+            content = json.loads(raw)
+        except ValueError:
+            logger.info("task agent %s: a frame that is not JSON was ignored", self.agent_id)
+            return
+        if not isinstance(content, dict) or content.get("v") != live.VERSION:
+            logger.info("task agent %s: a message of another version or shape was ignored", self.agent_id)
+            return
+        kind, data = content.get("type"), content.get("data")
+        if kind in ("heartbeat", "status") or kind == "metrics" and isinstance(data, dict):
+            await database_sync_to_async(sessions.seen)(self.agent_id)
+        else:
+            logger.info("task agent %s: unknown message type %r ignored", self.agent_id, str(kind)[:40])
+
+    async def disconnect(self, code: int) -> None:
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+        if self.agent_id is None:
+            return
+        await self.channel_layer.group_discard(live.group(self.agent_id), self.channel_name)
+        await database_sync_to_async(sessions.close_session)(self.agent_id, self.session_id)
+
+    async def agent_message(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+    async def agent_close(self, event: dict[str, Any]) -> None:
+        """The agent was deleted (every session closes), or a newer session replaced this one."""
+        wanted = event.get("session_id")
+        if wanted is None or wanted == self.session_id:
+            await self.close(code=4004)

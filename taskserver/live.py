@@ -1,0 +1,121 @@
+"""Telling connected task agents about changes, wherever they are connected.
+
+Every agent's sessions join the channel-layer group ``taskagent.<id>``; a change anywhere (REST,
+console, ``manage.py apply``, a rebalance) sends one message to the groups of the agents it
+concerns. With channels-redis that reaches a session held by any daphne process; on the embedded
+default the in-process layer serves the one process there is. The messages are the agent
+protocol's (docs/task-agent-protocol.md): ``task_add``, ``task_update``, ``task_remove``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from taskserver import routing, services
+from taskserver.models import MetricDestination, Task, TaskAgent
+
+logger = logging.getLogger(__name__)
+
+VERSION = 1
+
+
+def group(agent_id: int) -> str:
+    return f"taskagent.{agent_id}"
+
+
+def message(type_: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"v": VERSION, "type": type_, "data": data}
+
+
+def task_payload(task: Task) -> dict[str, Any]:
+    """A task as its agent receives it: settings in clear (the socket is the agent's own, over
+    TLS in production), times as unix seconds."""
+    return {
+        "id": task.pk,
+        "name": task.name,
+        "plugin": task.plugin,
+        "settings": services.agent_settings(task),
+        "interval": task.interval,
+        "enabled": task.enabled,
+        "created_at": int(task.created_at.timestamp()),
+        "updated_at": int(task.updated_at.timestamp()),
+    }
+
+
+def task_list(agent: TaskAgent) -> dict[str, Any]:
+    return message("task_list", {"tasks": [task_payload(t) for t in routing.tasks_for(agent)]})
+
+
+def destinations(agent: TaskAgent) -> dict[str, Any]:
+    """The metric destinations of the agent's team (global agents: the global ones)."""
+    rows = MetricDestination.objects.filter(enabled=True)
+    rows = rows.filter(team__isnull=True) if agent.team_id is None else rows.filter(team_id=agent.team_id)
+    return message(
+        "destinations",
+        {
+            "destinations": [
+                {"id": d.pk, "kind": d.kind, "url": d.url, "headers": services.open_headers(d)}
+                for d in rows.order_by("id")
+            ]
+        },
+    )
+
+
+def send(agent_ids: Iterable[int], content: dict[str, Any]) -> None:
+    """One message to every session of each agent; never raises (a change is saved either way,
+    and agents reconcile with the full list when they reconnect)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    text = json.dumps(content, separators=(",", ":"))
+    for agent_id in agent_ids:
+        try:
+            async_to_sync(layer.group_send)(group(agent_id), {"type": "agent.message", "text": text})
+        except Exception:
+            logger.warning("could not reach task agent %s; it reconciles when it reconnects", agent_id)
+
+
+def announce_changed(task: Task, old_agent_ids: Iterable[int]) -> None:
+    """Agents that ran the task and no longer do get a remove; the others an add or an update."""
+    try:
+        task.refresh_from_db()
+    except Task.DoesNotExist:
+        return  # deleted meanwhile: its removal is announced on its own
+    old = set(old_agent_ids)
+    new = set(routing.agents_for(task))
+    payload = task_payload(task)
+    send(sorted(old - new), message("task_remove", {"id": task.pk}))
+    send(sorted(new - old), message("task_add", {"task": payload}))
+    send(sorted(new & old), message("task_update", {"task": payload}))
+
+
+def announce_removed(task_id: int, agent_ids: Iterable[int]) -> None:
+    send(sorted(set(agent_ids)), message("task_remove", {"id": task_id}))
+
+
+def close_agent(agent_id: int) -> None:
+    """Close every session of a deleted agent."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group(agent_id), {"type": "agent.close"})
+    except Exception:
+        logger.warning("could not close the sessions of deleted task agent %s", agent_id)
+
+
+def close_agent_session(agent_id: int, session_id: str) -> None:
+    """Close an agent's older session when a new one connects (one session per agent)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group(agent_id), {"type": "agent.close", "session_id": session_id})
+    except Exception:
+        logger.warning("could not close an old session of task agent %s", agent_id)

@@ -1,0 +1,132 @@
+"""Task agent sessions, the database side (the consumer, :mod:`taskserver.consumers`, is async and
+calls these through ``database_sync_to_async``).
+
+Which session is current is kept in the cache (Redis in production, so every daphne process sees
+it): a newer session of the same agent takes over, and only the current one marks the agent
+offline when it closes. ``last_seen_at`` is refreshed from the agent's frames at most every
+``SEEN_RESOLUTION`` seconds; an agent online but unseen for ``STALE_AFTER`` seconds (its process
+died without closing anything) is marked offline by :func:`sweep`, and its ``any`` tasks move.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from fleet.due import DueClock
+from taskserver import live, routing, services
+from taskserver.models import TaskAgent
+
+logger = logging.getLogger(__name__)
+
+SEEN_RESOLUTION = 10.0
+STALE_AFTER = 45.0
+SWEEP_INTERVAL = 15.0
+_clock = DueClock()
+
+
+class Refused(Exception):
+    """The connection is closed before it is accepted, with a WebSocket close code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _session_key(agent_id: int) -> str:
+    return f"taskagent-session:{agent_id}"
+
+
+def open_session(key: str, name: str, tags: list[str], version: str, session_id: str) -> TaskAgent:
+    agent_key = services.authenticate_key(key)
+    if agent_key is None:
+        raise Refused("unknown agent key", 4401)
+    try:
+        agent = services.register_agent(agent_key, name, version=version)
+    except Exception as exc:  # a name the model refuses (empty, too long, ...)
+        raise Refused(f"bad agent name: {exc}", 4400) from None
+    if not agent.enabled:
+        raise Refused(f"agent {agent.name} is disabled", 4403)
+    if tags and not agent.tags:  # first connection: the agent's own tags; admins manage them after
+        try:
+            agent.tags = services.clean_tags(tags)
+            agent.save(update_fields=["tags"])
+        except Exception:
+            logger.info("task agent %s: its tags were refused", agent.name)
+    previous = cache.get(_session_key(agent.pk))
+    cache.set(_session_key(agent.pk), session_id, timeout=None)
+    if previous and previous != session_id:
+        live.close_agent_session(agent.pk, previous)
+    TaskAgent.objects.filter(pk=agent.pk).update(online=True, last_seen_at=timezone.now())
+    return agent
+
+
+def first_messages(agent_id: int, session_id: str, heartbeat: float) -> list[dict[str, Any]]:
+    agent = TaskAgent.objects.get(pk=agent_id)
+    welcome = live.message(
+        "welcome",
+        {"agent_id": agent.pk, "name": agent.name, "session_id": session_id, "heartbeat_interval": heartbeat},
+    )
+    return [welcome, live.destinations(agent), live.task_list(agent)]
+
+
+def place_waiting(agent_id: int) -> list[int]:
+    """``any`` tasks that waited for an agent are placed now (announced on commit)."""
+    agent = TaskAgent.objects.get(pk=agent_id)
+    with transaction.atomic():
+        return routing.assign_pending(agent.team_id)
+
+
+def seen(agent_id: int) -> None:
+    key = f"taskagent-seen:{agent_id}"
+    now = time.monotonic()
+    last = cache.get(key)
+    if last is not None and now - last < SEEN_RESOLUTION:
+        return
+    cache.set(key, now, timeout=int(SEEN_RESOLUTION * 2))
+    TaskAgent.objects.filter(pk=agent_id).update(last_seen_at=timezone.now(), online=True)
+
+
+def close_session(agent_id: int, session_id: str) -> None:
+    """The session ended: if it was the agent's current one, the agent is offline and its ``any``
+    tasks move to other agents now."""
+    if cache.get(_session_key(agent_id)) not in (None, session_id):
+        return  # a newer session took over
+    cache.delete(_session_key(agent_id))
+    _offline(agent_id)
+
+
+def _offline(agent_id: int) -> None:
+    with transaction.atomic():
+        TaskAgent.objects.filter(pk=agent_id).update(online=False)
+        moved = routing.rebalance_agent(agent_id)
+    if moved:
+        logger.info("task agent %s went offline: %d any task(s) moved", agent_id, len(moved))
+
+
+def sweep(now: Any = None) -> list[int]:
+    """Agents marked online that nobody has heard from for ``STALE_AFTER`` seconds (their daphne
+    process died): offline, tasks moved. Returns their ids."""
+    limit = (now or timezone.now()) - timedelta(seconds=STALE_AFTER)
+    stale = list(TaskAgent.objects.filter(online=True, last_seen_at__lt=limit).values_list("pk", flat=True))
+    for agent_id in stale:
+        cache.delete(_session_key(agent_id))
+        _offline(agent_id)
+    return stale
+
+
+def sweep_if_due() -> list[int]:
+    """:func:`sweep`, at most every ``SWEEP_INTERVAL`` seconds per process (from the heartbeats)."""
+    if not _clock.due("sweep", SWEEP_INTERVAL, time.monotonic()):
+        return []
+    try:
+        return sweep()
+    except Exception:
+        logger.warning("the task agent sweep failed; it runs again shortly", exc_info=True)
+        return []
