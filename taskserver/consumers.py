@@ -54,7 +54,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         tags = [t.strip() for t in headers.get("x-fleet-agent-tags", "").split(",") if t.strip()]
         self.session_id = uuid.uuid4().hex
         try:
-            agent = await database_sync_to_async(sessions.open_session)(
+            agent, replaced = await database_sync_to_async(sessions.open_session)(
                 key,
                 headers.get("x-fleet-agent-name", ""),
                 tags,
@@ -66,6 +66,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.close(code=exc.code)
             return
         self.agent_id = agent.pk
+        if replaced:  # one session per agent: the older one closes (wherever it is held)
+            await self.channel_layer.group_send(
+                live.group(agent.pk), {"type": "agent.close", "session_id": replaced}
+            )
         await self.channel_layer.group_add(live.group(agent.pk), self.channel_name)
         await self.accept()
         self._last_frame = time.monotonic()

@@ -109,13 +109,3 @@ def close_agent(agent_id: int) -> None:
     except Exception:
         logger.warning("could not close the sessions of deleted task agent %s", agent_id)
 
-
-def close_agent_session(agent_id: int, session_id: str) -> None:
-    """Close an agent's older session when a new one connects (one session per agent)."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(group(agent_id), {"type": "agent.close", "session_id": session_id})
-    except Exception:
-        logger.warning("could not close an old session of task agent %s", agent_id)

@@ -43,7 +43,10 @@ def _session_key(agent_id: int) -> str:
     return f"taskagent-session:{agent_id}"
 
 
-def open_session(key: str, name: str, tags: list[str], version: str, session_id: str) -> TaskAgent:
+def open_session(
+    key: str, name: str, tags: list[str], version: str, session_id: str
+) -> tuple[TaskAgent, str | None]:
+    """The agent, and the session this one replaces (which the consumer then closes)."""
     agent_key = services.authenticate_key(key)
     if agent_key is None:
         raise Refused("unknown agent key", 4401)
@@ -61,10 +64,8 @@ def open_session(key: str, name: str, tags: list[str], version: str, session_id:
             logger.info("task agent %s: its tags were refused", agent.name)
     previous = cache.get(_session_key(agent.pk))
     cache.set(_session_key(agent.pk), session_id, timeout=None)
-    if previous and previous != session_id:
-        live.close_agent_session(agent.pk, previous)
     TaskAgent.objects.filter(pk=agent.pk).update(online=True, last_seen_at=timezone.now())
-    return agent
+    return agent, (previous if previous and previous != session_id else None)
 
 
 def first_messages(agent_id: int, session_id: str, heartbeat: float) -> list[dict[str, Any]]:

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
-from channels.testing import ChannelsLiveServerTestCase
 
 from hosts.choices import Role
 from taskagent.agent import Agent
@@ -63,44 +69,83 @@ def _wait(predicate, timeout: float = 10.0) -> float:
     raise AssertionError("timed out")
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def daphne_server(transactional_db, tmp_path):
+    """A real daphne process serving this test's database (committed data: transactional_db)."""
+    from django.db import connection
+
+    env = dict(os.environ, FLEET_VAR_DIR=str(tmp_path / "var"))
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "sqlite":
+        env["SQLITE_PATH"] = str(name)
+    else:
+        parts = urllib.parse.urlsplit(env["DATABASE_URL"])
+        env["DATABASE_URL"] = urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+    port = _free_port()
+    log = open(tmp_path / "daphne.log", "wb")  # noqa: SIM115 - closed in the finally below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "fleet.asgi:application"],
+        cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: _healthy(url), timeout=30)
+        yield url
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        log.close()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
-class AgentAgainstServer(ChannelsLiveServerTestCase):
-    serve_static = False
-
-    def test_the_agent_gets_its_tasks_and_changes_within_a_second(self) -> None:
-        import tempfile
-
-        _, key = services.create_agent_key(name="e2e", team_id=None)
-        admin = user_with_role("admin", Role.ADMIN)
-        token = token_for(admin)
-        services.save_task(
-            name="web check", plugin="http", settings=HTTP, interval=60,
-            route_type="byTags", route_config={"tags": ["web"]}, team_id=None,
-        )  # fmt: skip
-        with tempfile.TemporaryDirectory() as state:
-            agent = _AgentThread(self.live_server_url, key, "edge-1", state, ["web"]).start()
-            try:
-                _wait(lambda: agent.task_names() == {"web check"})
-                assert TaskAgent.objects.get(name="edge-1").online
-                # Through the server's REST API: the change is made in the server's process, whose
-                # channel layer holds the agent's session (the embedded default's is in-process).
-                body = {
-                    "name": "any check", "plugin": "tcp", "settings": {"host": "127.0.0.1", "port": 9},
-                    "interval": 30, "route": {"type": "any", "config": {}}, "enabled": True,
-                }  # fmt: skip
-                request = urllib.request.Request(
-                    f"{self.live_server_url}/api/v1/tasks/",
-                    data=json.dumps(body).encode(),
-                    headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
-                    method="POST",
-                )
-                started = time.monotonic()
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    assert response.status == 201
-                _wait(lambda: "any check" in agent.task_names())
-                took = time.monotonic() - started
-                assert took < 1.0, f"the change took {took:.2f} s to reach the agent"
-            finally:
-                agent.stop()
-        _wait(lambda: not TaskAgent.objects.get(name="edge-1").online)
-        assert not AnyAssignment.objects.exists()  # nobody online: the any task waits
+def test_the_agent_gets_its_tasks_and_changes_within_a_second(daphne_server, tmp_path) -> None:
+    _, key = services.create_agent_key(name="e2e", team_id=None)
+    token = token_for(user_with_role("admin", Role.ADMIN))
+    services.save_task(
+        name="web check", plugin="http", settings=HTTP, interval=60,
+        route_type="byTags", route_config={"tags": ["web"]}, team_id=None,
+    )  # fmt: skip
+    agent = _AgentThread(daphne_server, key, "edge-1", str(tmp_path / "state"), ["web"]).start()
+    try:
+        _wait(lambda: agent.task_names() == {"web check"})
+        assert TaskAgent.objects.get(name="edge-1").online
+        # Through the server's REST API: the change is made in the server's process, whose channel
+        # layer holds the agent's session (the embedded default's layer is in-process).
+        body = {
+            "name": "any check", "plugin": "tcp", "settings": {"host": "127.0.0.1", "port": 9},
+            "interval": 30, "route": {"type": "any", "config": {}}, "enabled": True,
+        }  # fmt: skip
+        request = urllib.request.Request(
+            f"{daphne_server}/api/v1/tasks/",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        started = time.monotonic()
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 201
+        _wait(lambda: "any check" in agent.task_names())
+        took = time.monotonic() - started
+        assert took < 1.0, f"the change took {took:.2f} s to reach the agent"
+    finally:
+        agent.stop()
+    _wait(lambda: not TaskAgent.objects.get(name="edge-1").online)
+    assert not AnyAssignment.objects.exists()  # nobody online: the any task waits
