@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from channels.layers import channel_layers
 from django.core.cache import cache
 
 from campaigns.store import get_store
@@ -16,6 +17,10 @@ def _clean_process_state(settings, tmp_path):
     """Each test starts with an empty cache and seen buffer, and logs into its own directory."""
     cache.clear()
     seen.flush_discard()
+    # A new channel layer per test: pytest-asyncio gives each test its own event loop, and
+    # channels-redis binds locks and connections to the loop that first used them, so a layer
+    # carried over from another test's loop can hang a WebSocket test.
+    channel_layers.backends.clear()
     get_store.cache_clear()
     get_store().forget_local_state()
     settings.OSQUERY = {

@@ -20,16 +20,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HTTP = {"url": "https://example.com/health"}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_channel_layer():
-    """Each test runs on its own event loop; channels-redis binds its receive lock to the loop that
-    first used it, so every test gets a new layer (a server process has one loop and one layer)."""
-    from channels.layers import channel_layers
-
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
-
 
 def _connect(key: str, name: str, tags: str = "") -> WebsocketCommunicator:
     headers = [(b"authorization", f"Bearer {key}".encode()), (b"x-fleet-agent-name", name.encode())]
