@@ -73,12 +73,19 @@ def send(agent_ids: Iterable[int], content: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    text = json.dumps(content, separators=(",", ":"))
-    for agent_id in agent_ids:
-        try:
-            async_to_sync(layer.group_send)(group(agent_id), {"type": "agent.message", "text": text})
-        except Exception:
-            logger.warning("could not reach task agent %s; it reconciles when it reconnects", agent_id)
+    ids = list(agent_ids)
+    if not ids:
+        return
+    event = {"type": "agent.message", "text": json.dumps(content, separators=(",", ":"))}
+
+    async def send_all() -> None:  # one hop into async for every agent, not one per agent
+        for agent_id in ids:
+            try:
+                await layer.group_send(group(agent_id), event)
+            except Exception:
+                logger.warning("could not reach task agent %s; it reconciles when it reconnects", agent_id)
+
+    async_to_sync(send_all)()
 
 
 def announce_changed(task: Task, old_agent_ids: Iterable[int]) -> None:

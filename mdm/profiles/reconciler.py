@@ -334,6 +334,17 @@ def _reconcile_chunk(
     contents = _contents(a.profile.id for a in (*installs, *stuck) if a.profile is not None)
     touched: set[int] = set()
     superseded: list[str] = []
+
+    def resend(action: Any, **fields: Any) -> int:
+        """Point the row at a new command (if nobody moved it meanwhile) and send that command."""
+        command_uuid = new_uuid()
+        if not _moved(action.row).update(command_uuid=command_uuid, updated_at=now, **fields):
+            return 0
+        superseded.append(action.row.command_uuid)
+        _send(action, contents, command_uuid)
+        touched.add(action.enrollment.pk)
+        return 1
+
     with transaction.atomic():
         counts["installs"] += _create_rows(
             [a for a in installs if a.row is None and a.profile.id in contents], contents, now, touched
@@ -342,38 +353,18 @@ def _reconcile_chunk(
             profile = action.profile
             if action.row is None or profile.id not in contents:
                 continue
-            command_uuid = new_uuid()
-            changed = _moved(action.row).update(
+            counts["installs"] += resend(
+                action,
                 profile_id=profile.id,
                 name=profile.name,
                 checksum=profile.checksum,
                 operation=INSTALL,
                 status=PENDING,
-                command_uuid=command_uuid,
                 detail="",
                 retries=0,
-                updated_at=now,
             )
-            if changed:
-                superseded.append(action.row.command_uuid)
-                _send(action, contents, command_uuid)
-                touched.add(action.enrollment.pk)
-                counts["installs"] += 1
         for action in removals:
-            command_uuid = new_uuid()
-            changed = _moved(action.row).update(
-                operation=REMOVE,
-                status=PENDING,
-                command_uuid=command_uuid,
-                detail="",
-                retries=0,
-                updated_at=now,
-            )
-            if changed:
-                superseded.append(action.row.command_uuid)
-                _send(action, contents, command_uuid)
-                touched.add(action.enrollment.pk)
-                counts["removals"] += 1
+            counts["removals"] += resend(action, operation=REMOVE, status=PENDING, detail="", retries=0)
         for action in stuck:
             row = action.row
             reason = _stuck_reason(action, answered.get(row.command_uuid))
@@ -385,19 +376,9 @@ def _reconcile_chunk(
                 )
                 counts["gave_up"] += _moved(row).update(status=FAILED, detail=detail, updated_at=now)
                 continue
-            command_uuid = new_uuid()
-            changed = _moved(row).update(
-                status=PENDING,
-                command_uuid=command_uuid,
-                detail=f"Sent again: {reason}.",
-                resends=row.resends + 1,
-                updated_at=now,
+            counts["resent_stuck"] += resend(
+                action, status=PENDING, detail=f"Sent again: {reason}.", resends=row.resends + 1
             )
-            if changed:
-                superseded.append(row.command_uuid)
-                _send(action, contents, command_uuid)
-                touched.add(action.enrollment.pk)
-                counts["resent_stuck"] += 1
         if forget:
             HostProfile.objects.filter(pk__in=forget, operation=INSTALL, status=FAILED).delete()
         cancel_unanswered(superseded)
