@@ -4,12 +4,17 @@ Production (``DATABASE_URL`` or ``REDIS_URL`` set) never serves metrics openly: 
 configured the endpoint answers 403 and says what to set, and ``manage.py check --deploy`` warns
 (``fleet.W001``, ``fleet.checks``). The embedded default listens on loopback only, so there an
 unset token leaves the endpoint open for a local Prometheus.
+
+Besides django-prometheus' own metrics, apps add collectors that read their values at scrape time
+with :func:`register` (e.g. the task agents' metrics, ``taskserver.metric_store``).
 """
 
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
+import prometheus_client
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django_prometheus.exports import ExportToDjangoView
@@ -19,6 +24,13 @@ NOT_CONFIGURED = (
     "Prometheus send Authorization: Bearer <METRICS_TOKEN>"
 )
 TOKEN_NEEDED = "metrics need Authorization: Bearer <METRICS_TOKEN>"
+
+
+def register(collector: Any) -> None:
+    """Serve a collector's metrics here too. It should read its values when scraped (from the
+    database, so every server process answers alike) and define ``describe()``, which is what
+    registration calls instead of a first ``collect()``."""
+    prometheus_client.REGISTRY.register(collector)
 
 
 def _refuse(message: str, status: int) -> JsonResponse:

@@ -598,3 +598,27 @@ CELERY_BEAT_SCHEDULE["mdm-reconcile-profiles"] = {
     "schedule": MDM["RECONCILE_INTERVAL"],
     "options": {"expires": MDM["RECONCILE_INTERVAL"]},
 }
+
+# Task server (taskserver/, docs/tasks.md).
+TASKSERVER = {
+    # Heartbeats both ways this often (sent to agents in `welcome`); a session silent for three of
+    # them is closed, and an agent's last_seen_at is written at most once per heartbeat.
+    "HEARTBEAT": env.float("TASKSERVER_HEARTBEAT", default=10.0),
+    # An agent online but unheard of this long (its daphne process died) is marked offline by the
+    # sweep every live process runs, at most every SWEEP_INTERVAL seconds; its `any` tasks move.
+    "STALE_AFTER": env.float("TASKSERVER_STALE_AFTER", default=45.0),
+    "SWEEP_INTERVAL": env.float("TASKSERVER_SWEEP_INTERVAL", default=15.0),
+    # The embedded default's in-process channel layer cannot carry a change made in another process
+    # (`manage.py apply`, a second server process): such changes bump this file, and every session
+    # checks it this often and sends its agent the full task list when another process bumped it.
+    "CHANGE_STAMP_FILE": env.str(
+        "TASKSERVER_CHANGE_STAMP_FILE", default=str(VAR_DIR / "run" / "taskserver.stamp")
+    ),
+    "CHANGE_POLL_INTERVAL": env.float("TASKSERVER_CHANGE_POLL_INTERVAL", default=2.0),
+    # An agent tied to a host gets a new task list within this many seconds when its host's labels
+    # change what byLabels routes give it (label membership changes come from osquery, not the API).
+    "LABEL_RECHECK_INTERVAL": env.float("TASKSERVER_LABEL_RECHECK_INTERVAL", default=60.0),
+}
+# Seconds the points of the metrics agents send to the `server` destination are kept (charts,
+# REST); /metrics exports series seen within it (taskserver/metric_store.py, docs/tasks.md).
+TASKSERVER_METRICS_RETENTION = env.int("TASKSERVER_METRICS_RETENTION", default=6 * 3600)

@@ -7,8 +7,10 @@ and WebSockets: the in-memory channel layer only reaches consumers in the same p
 lock and wipe, a Fleet Desktop token, update checks against the demo TUF repository). The first
 ``DEMO_MACS`` of them are Macs that also enroll in Apple MDM (set up with a stand-in push
 certificate; the simulator runs the local APNs stand-in that wakes them) and install the demo
-configuration profiles, which their osquery then verifies. Once a simulated host has its Desktop
-token, the URL of its My device page is printed. Ctrl-C stops every process it started, by
+configuration profiles, which their osquery then verifies. ``DEMO_AGENT`` (1 by default) starts a
+task agent (``fleet-task-agent``) that checks this server itself and sends its metrics back, so the
+Tasks pages' charts fill in. Once a simulated host has its Desktop token, the URL of its My device
+page is printed. Ctrl-C stops every process it started, by
 process id.
 """
 
@@ -97,6 +99,7 @@ def main() -> None:
     bind = os.environ.get("BIND", "127.0.0.1")
     demo_hosts = int(os.environ.get("DEMO_HOSTS", "25"))
     demo_macs = min(int(os.environ.get("DEMO_MACS", "3")), demo_hosts)
+    demo_agent = os.environ.get("DEMO_AGENT", "1") not in ("0", "", "false", "no")
     if any(os.environ.get(name) for name in ("DATABASE_URL", "REDIS_URL")):
         print("note: DATABASE_URL/REDIS_URL are set; make run uses them instead of the embedded default")
 
@@ -176,6 +179,25 @@ def main() -> None:
             )  # fmt: skip
         )
 
+    if demo_agent:
+        agent_key = Path(demo["agent_key_file"]).read_text().strip()
+        children.append(
+            subprocess.Popen(
+                [
+                    PYTHON, "-m", "taskagent.cli", "--server", f"http://127.0.0.1:{port}",
+                    "--name", "demo-agent", "--tags", "demo", "--state-dir", str(VAR_DIR / "demo-agent"),
+                    "--log-level", "WARNING",
+                ],
+                cwd=ROOT,
+                env={**os.environ, "FLEET_AGENT_KEY": agent_key},  # never on the command line (ps)
+            )  # fmt: skip
+        )
+
+    agent_line = (
+        f"a task agent running {demo['demo_tasks']} demo tasks on this server (charts: Tasks; DEMO_AGENT)"
+        if demo_agent
+        else "no task agent (DEMO_AGENT=0)"
+    )
     print(
         f"""
   Fleet is running.
@@ -185,6 +207,7 @@ def main() -> None:
     Agents:    https://127.0.0.1:{tls_port}  (enroll secret {demo["enroll_secret"]}; see "Add hosts")
     Demo:      {demo_hosts} simulated hosts (DEMO_HOSTS=0 for none), {demo_macs} of them Macs in Apple MDM
                (DEMO_MACS), with {demo["mdm_profiles"]} demo configuration profiles to install
+               {agent_line}
   Ctrl-C stops everything.
 """,
         flush=True,

@@ -46,6 +46,7 @@ class Agent:
         self, server: str, key: str, name: str, state_dir: str | Path, *, tags: list[str] | None = None,
         ssl: Any = True, status_interval: float = 30.0, stats_interval: float = 10.0,
         pipeline_options: dict[str, Any] | None = None, connection_options: dict[str, Any] | None = None,
+        host_uuid: str = "",
     ) -> None:
         self.name = name
         self.state_dir = Path(state_dir)
@@ -54,7 +55,8 @@ class Agent:
         self.runner = Runner(name, self.publish, self.stats)
         self.connection = Connection(
             server, key, name, tags=tags, version=__version__, on_message=self.handle,
-            on_connect=self._on_connect, ssl=ssl, stats=self.stats, **(connection_options or {}),
+            on_connect=self._on_connect, ssl=ssl, stats=self.stats, host_uuid=host_uuid,
+            **(connection_options or {}),
         )
         self.pipelines: dict[Any, tuple[protocol.Destination, Pipeline]] = {}
         self.status_interval = status_interval

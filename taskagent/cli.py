@@ -26,6 +26,16 @@ def default_state_dir() -> str:
     return os.path.join(base, "fleet-task-agent")
 
 
+def read_host_uuid() -> str:
+    """The machine's hardware UUID from the firmware tables (Linux; readable by root only on most
+    systems), or ``""``: the same value osquery's ``system_info.uuid`` reports."""
+    try:
+        with open("/sys/class/dmi/id/product_uuid") as source:
+            return source.read().strip()[:64]
+    except OSError:
+        return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleet-task-agent", description="Run fleet tasks and publish their metrics."
@@ -35,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=socket.gethostname(), help="agent name (default: the host name)")
     parser.add_argument("--tags", default="", help="comma-separated agent tags")
     parser.add_argument("--state-dir", default=default_state_dir(), help="where metric buffers are kept")
+    parser.add_argument(
+        "--host-uuid",
+        default=os.environ.get("FLEET_AGENT_HOST_UUID") or read_host_uuid(),
+        help="this machine's hardware UUID, as osquery reports it: ties the agent to its enrolled host "
+        "(default: FLEET_AGENT_HOST_UUID, else read from the firmware where readable)",
+    )
     tls = parser.add_mutually_exclusive_group()
     tls.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
     tls.add_argument("--ca-file", help="CA bundle to verify the server's certificate with")
@@ -55,7 +71,10 @@ async def _main(args: argparse.Namespace, key: str) -> None:
     from taskagent.agent import Agent
 
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
-    agent = Agent(args.server, key, args.name, Path(args.state_dir), tags=tags, ssl=ssl_option(args))
+    agent = Agent(
+        args.server, key, args.name, Path(args.state_dir), tags=tags, ssl=ssl_option(args),
+        host_uuid=args.host_uuid,
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

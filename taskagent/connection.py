@@ -59,7 +59,7 @@ class Connection:
         on_message: Callable[[protocol.Message], None] | None = None,
         on_connect: Callable[[], None] | None = None,
         ssl: Any = True, stats: Stats | None = None, backoff: Backoff | None = None,
-        default_heartbeat: float = DEFAULT_HEARTBEAT,
+        default_heartbeat: float = DEFAULT_HEARTBEAT, host_uuid: str = "",
     ) -> None:
         self.url = agent_url(server)
         self.headers = {
@@ -68,6 +68,8 @@ class Connection:
             "X-Fleet-Agent-Tags": ",".join(tags or []),
             "X-Fleet-Agent-Version": version,
         }
+        if host_uuid:  # ties the agent to the enrolled host with this hardware UUID (byLabels routes)
+            self.headers["X-Fleet-Host-UUID"] = host_uuid
         self.on_message = on_message or (lambda message: None)
         self.on_connect = on_connect or (lambda: None)
         self.ssl = ssl

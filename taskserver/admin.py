@@ -4,7 +4,8 @@ Writes go through :mod:`taskserver.services` (which records the activities, with
 or header values), so the console's generic activity hooks are bypassed here, as scripts do.
 Secrets are never rendered back: settings and headers show ``"<secret>"`` for sealed values, and
 a form sent back with the marker keeps the stored value. A new agent key is shown once, in the
-message after saving.
+message after saving. Task and agent pages end with a Metrics section (``taskserver/charts.py``):
+the series agents sent to the ``server`` destination, shown to whoever may see the page.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from activities.admin_hooks import AuditedModelAdmin
-from hosts.models import Team
+from hosts.models import Host, Team
 from hosts.permissions import visible_team_ids
 from hostscripts.admin import TeamFilter
-from taskserver import access, plugins, routing, sealed, services
+from taskserver import access, charts, plugins, routing, sealed, services
 from taskserver.models import AgentKey, MetricDestination, Task, TaskAgent
 
 JSON_AREA = forms.Textarea(attrs={"rows": 8, "cols": 90, "spellcheck": "false", "class": "vLargeTextField"})
@@ -78,6 +80,22 @@ class ScopedAdmin(AuditedModelAdmin, admin.ModelAdmin):
 
     def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
         return admin.ModelAdmin.log_deletions(self, request, queryset)
+
+
+class MetricsSectionMixin:
+    """The change page ends with the object's Metrics section, for anyone who may see the object."""
+
+    change_form_template = "admin/taskserver/change_form.html"
+    metrics_of: str  # "task" or "agent"
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
+        if obj is not None and self.has_view_or_change_permission(request, obj):  # type: ignore[attr-defined]
+            section = charts.section(**{f"{self.metrics_of}_id": obj.pk})
+            extra_context = {**(extra_context or {}), "metrics": section}
+        return super().change_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
 
 
 class TeamScopedForm(forms.ModelForm):
@@ -197,7 +215,8 @@ class TaskForm(TeamScopedForm):
 
 
 @admin.register(Task)
-class TaskAdmin(ScopedAdmin):
+class TaskAdmin(MetricsSectionMixin, ScopedAdmin):
+    metrics_of = "task"
     form = TaskForm
     list_display = ["name", "team_display", "plugin", "interval", "route_type", "enabled", "updated_at"]
     list_filter = [TeamFilter, "route_type", "enabled"]
@@ -250,11 +269,18 @@ class TaskAgentForm(TeamScopedForm):
 
     class Meta:
         model = TaskAgent
-        fields = ["enabled"]
+        fields = ["enabled", "host"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initial["tags_text"] = ", ".join(self.instance.tags or [])
+        if "host" in self.fields:
+            if self.instance.team_id is not None:  # another team's host ids are not even confirmed
+                self.fields["host"].queryset = Host.objects.filter(team_id=self.instance.team_id)
+            self.fields["host"].help_text = (
+                "The enrolled host it runs on (a host of the agent's team): byLabels routes match its "
+                "labels. Set by the agent itself when it sends its hardware UUID."
+            )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -263,11 +289,17 @@ class TaskAgentForm(TeamScopedForm):
             data["tags"] = services.clean_tags(raw)
         except ValidationError as exc:
             self._service_errors(exc, {"tags": "tags_text"})
+        host = data.get("host")
+        try:
+            data["host_id"] = services.host_for_agent(self.instance.team_id, host.pk if host else None)
+        except ValidationError as exc:
+            self._service_errors(exc, {"host_id": "host"})
         return data
 
 
 @admin.register(TaskAgent)
-class TaskAgentAdmin(ScopedAdmin):
+class TaskAgentAdmin(MetricsSectionMixin, ScopedAdmin):
+    metrics_of = "agent"
     form = TaskAgentForm
     read_roles = access.AGENT_READ_ROLES
     write_roles = access.AGENT_WRITE_ROLES
@@ -285,19 +317,20 @@ class TaskAgentAdmin(ScopedAdmin):
         "created_at",
         "last_seen_at",
     ]
-    readonly_fields = ["name", "team", "host", "online", "version", "created_at", "last_seen_at"]
+    readonly_fields = ["name", "team", "online", "version", "created_at", "last_seen_at"]
+    raw_id_fields = ["host"]  # a select of every host would not scale
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # agents appear when they connect with an agent key
 
     def get_fields(self, request: HttpRequest, obj: TaskAgent | None = None) -> list[str]:
         if obj is not None and not self.has_change_permission(request, obj):
-            return ["name", "team", "host", "tags", "enabled", *self.readonly_fields[3:]]
+            return ["name", "team", "host", "tags", "enabled", *self.readonly_fields[2:]]
         return self.fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: TaskAgent | None = None) -> list[str]:
         if obj is not None and not self.has_change_permission(request, obj):
-            return ["tags", "enabled", *self.readonly_fields]
+            return ["host", "tags", "enabled", *self.readonly_fields]
         return self.readonly_fields
 
     @admin.display(description="tags")
@@ -309,7 +342,8 @@ class TaskAgentAdmin(ScopedAdmin):
         return len(routing.tasks_for(agent))
 
     def save_model(self, request: HttpRequest, obj: TaskAgent, form: TaskAgentForm, change: bool) -> None:
-        services.update_agent(obj, tags=form.cleaned_data["tags"], enabled=form.cleaned_data["enabled"])
+        data = form.cleaned_data
+        services.update_agent(obj, tags=data["tags"], enabled=data["enabled"], host_id=data["host_id"])
 
     def delete_model(self, request: HttpRequest, obj: TaskAgent) -> None:
         services.delete_agent(obj)

@@ -4,17 +4,23 @@ Standard DRF answers with real statuses (the original answered most errors with 
 error body, task-server.md §2): 400 with ``errors`` per field for bad input, 403 when the role
 may not write, 404 for what the caller may not see (another team's objects), 409 for a name
 already used in the scope. Writes go through :mod:`taskserver.services`; lists are paginated
-with ``?limit=&offset=`` and carry ``count``.
+with ``?limit=&offset=`` and carry ``count``. ``tasks/{id}/metrics/`` and
+``task-agents/{id}/metrics/`` answer the metrics agents sent to the ``server`` destination, to
+whoever may read the task or agent.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, PermissionDenied
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.permissions import IsAuthenticated
@@ -24,7 +30,7 @@ from rest_framework.response import Response
 from hosts.models import Team
 from hosts.paginators import CappedLimitOffsetPagination
 from hosts.permissions import FleetRolePermission, visible_team_ids
-from taskserver import access, services
+from taskserver import access, metric_store, services
 from taskserver.filters import MetricDestinationFilterSet, TaskAgentFilterSet, TaskFilterSet
 from taskserver.models import AgentKey, MetricDestination, Task, TaskAgent
 from taskserver.serializers import (
@@ -33,6 +39,8 @@ from taskserver.serializers import (
     AgentKeyWriteSerializer,
     MetricDestinationSerializer,
     MetricDestinationWriteSerializer,
+    MetricsAnswerSerializer,
+    MetricsQuerySerializer,
     TaskAgentSerializer,
     TaskAgentWriteSerializer,
     TaskSerializer,
@@ -93,6 +101,73 @@ class ScopedViewSetMixin:
             )
 
 
+def _since(text: str | None) -> datetime | None:
+    """``?since=``: unix seconds or ISO 8601 (a time without a zone is UTC)."""
+    if not text:
+        return None
+    try:
+        return datetime.fromtimestamp(float(text), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    moment = parse_datetime(text)
+    if moment is None:
+        raise DRFValidationError({"since": ["Unix seconds or an ISO 8601 time."]})
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class MetricsActionMixin:
+    """``{id}/metrics/``: the object's series with their latest value and points (``server``
+    destination, :mod:`taskserver.metric_store`), for whoever may read the object."""
+
+    metrics_of: str  # "task" or "agent"
+    request: Request
+
+    @extend_schema(
+        summary="Metrics sent to the server",
+        description="Series seen within the retention (`TASKSERVER_METRICS_RETENTION`), most recently "
+        "updated first, each with its latest value and its points since `since`.",
+        parameters=[MetricsQuerySerializer],
+        responses={200: MetricsAnswerSerializer, **_ERRORS},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
+    def metrics(self, request: Request, pk: str | None = None) -> Response:
+        # Not get_object(): the list's filters would read ``name`` and ``limit`` as theirs.
+        obj = get_object_or_404(self.get_queryset(), pk=pk)  # type: ignore[attr-defined]
+        self.check_object_permissions(request, obj)  # type: ignore[attr-defined]
+        query = MetricsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        since = max(_since(query.validated_data.get("since")) or metric_store.cutoff(), metric_store.cutoff())
+        series, total = metric_store.series_of(
+            **{f"{self.metrics_of}_id": obj.pk},
+            name=query.validated_data.get("name"),
+            limit=query.validated_data["limit"],
+        )
+        points = metric_store.points_of([one.pk for one in series], since)
+        answer = {
+            "count": total,
+            "since": since.timestamp(),
+            "retention": int(metric_store.retention()),
+            "series": [
+                {
+                    "id": one.pk,
+                    "name": one.name,
+                    "unit": one.unit,
+                    "type": one.type,
+                    "tags": one.tags,
+                    "task_id": one.task_id,
+                    "task": one.task.name if one.task_id else None,
+                    "agent_id": one.agent_id,
+                    "agent": one.agent.name,
+                    "last_value": one.last_value,
+                    "last_at": one.last_at,
+                    "points": [list(point) for point in points[one.pk]],
+                }
+                for one in series
+            ],
+        }
+        return Response(MetricsAnswerSerializer(answer).data)
+
+
 # --- Tasks ---------------------------------------------------------------------------------------------
 
 
@@ -116,9 +191,10 @@ class ScopedViewSetMixin:
     ),
     destroy=extend_schema(summary="Delete a task (its agents are told to drop it)"),
 )
-class TaskViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
+class TaskViewSet(MetricsActionMixin, ScopedViewSetMixin, viewsets.ModelViewSet):
     """Tasks: a plugin, its settings, an interval and a route to agents."""
 
+    metrics_of = "task"
     serializer_class = TaskSerializer
     permission_classes = [IsAuthenticated, FleetRolePermission]
     read_roles = access.TASK_READ_ROLES
@@ -188,6 +264,7 @@ class TaskViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
     destroy=extend_schema(summary="Delete an agent (its any tasks move to other agents)"),
 )
 class TaskAgentViewSet(
+    MetricsActionMixin,
     ScopedViewSetMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -198,6 +275,7 @@ class TaskAgentViewSet(
     """Agents appear when they first connect with an agent key; here they are tagged, switched
     off or deleted."""
 
+    metrics_of = "agent"
     serializer_class = TaskAgentSerializer
     permission_classes = [IsAuthenticated, FleetRolePermission]
     read_roles = access.AGENT_READ_ROLES

@@ -6,3 +6,8 @@ class TaskServerConfig(AppConfig):
 
     name = "taskserver"
     verbose_name = "tasks"
+
+    def ready(self) -> None:
+        from taskserver import metric_store
+
+        metric_store.register_collector()  # the agents' metrics on /metrics

@@ -5,15 +5,15 @@ not know yet registers itself in that team only. The session joins its agent's g
 is marked online, and it receives ``welcome``, its ``destinations`` and the full ``task_list``;
 ``any`` tasks waiting for an agent are placed (on this one if it is the least loaded).
 
-While connected: the server sends a heartbeat every ``HEARTBEAT`` seconds and closes a session
-that sent nothing for ``DEAD_AFTER`` seconds; every frame from the agent is parsed defensively
-(a malformed one is logged and ignored, never a crash). On disconnect the agent goes offline
-(unless a newer session took over) and its ``any`` tasks move to other agents at once.
+While connected: the server sends a heartbeat every ``TASKSERVER["HEARTBEAT"]`` seconds and closes
+a session that sent nothing for ``DEAD_AFTER_HEARTBEATS`` of them; every frame from the agent is
+parsed defensively (a malformed one is logged and ignored, never a crash). On disconnect the agent
+goes offline (unless a newer session took over) and its ``any`` tasks move to other agents at once.
 
 Several daphne processes: groups live in the channel layer (Redis), so changes reach a session
 wherever it is held; a process that dies stops refreshing its agents' ``last_seen_at``, and the
 sweep every live process runs (:func:`taskserver.sessions.sweep_if_due`) marks them offline and
-moves their tasks within ``DEAD_AFTER`` seconds plus a sweep interval.
+moves their tasks within ``TASKSERVER["STALE_AFTER"]`` seconds plus a heartbeat.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
-from taskserver import live, sessions
+from fleet.change_stamp import ChangeStamp
+from taskserver import live, metric_store, sessions
+from taskserver.sessions import Signature
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT = 10.0
-DEAD_AFTER = 30.0
+DEAD_AFTER_HEARTBEATS = 3
 MAX_FRAME = 1024 * 1024
 
 
@@ -45,6 +47,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
     agent_id: int | None = None
     session_id: str = ""
     _heartbeats: asyncio.Task | None = None
+    _watcher: asyncio.Task | None = None
     _last_frame: float = 0.0
 
     async def connect(self) -> None:
@@ -60,6 +63,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 tags,
                 headers.get("x-fleet-agent-version", ""),
                 self.session_id,
+                headers.get("x-fleet-host-uuid", ""),
             )
         except sessions.Refused as exc:
             logger.info("task agent refused: %s", exc)
@@ -73,17 +77,58 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(live.group(agent.pk), self.channel_name)
         await self.accept()
         self._last_frame = time.monotonic()
-        first = await database_sync_to_async(sessions.first_messages)(agent.pk, self.session_id, HEARTBEAT)
+        stamp = live.change_stamp() if live.in_process_layer() else None
+        # Both read before what the agent runs is read: a change in between causes one task list
+        # too many, never one too few.
+        seen_stamp = stamp.read() if stamp is not None else 0
+        signature = await database_sync_to_async(sessions.task_signature)(agent.pk)
+        first = await database_sync_to_async(sessions.first_messages)(
+            agent.pk, self.session_id, settings.TASKSERVER["HEARTBEAT"]
+        )
         for content in first:
             await self.send(text_data=json.dumps(content, separators=(",", ":")))
         await database_sync_to_async(sessions.place_waiting)(agent.pk)
         self._heartbeats = asyncio.ensure_future(self._heartbeat_loop())
+        self._watcher = asyncio.ensure_future(self._watch_loop(stamp, seen_stamp, signature))
+
+    async def _watch_loop(self, stamp: ChangeStamp | None, seen_stamp: int, signature: Signature) -> None:
+        """Changes no channel-layer message brings: on the embedded default, those another process
+        made (it bumped the change stamp); everywhere, a change of the agent's host's labels that
+        alters what ``byLabels`` routes give it. Either way the agent gets its full list again."""
+        config = settings.TASKSERVER
+        poll = config["CHANGE_POLL_INTERVAL"] if stamp is not None else config["LABEL_RECHECK_INTERVAL"]
+        recheck = config["LABEL_RECHECK_INTERVAL"]
+        last_label_check = time.monotonic()
+        while True:
+            await asyncio.sleep(poll)
+            catch_up = False
+            if stamp is not None:
+                now = stamp.read()
+                catch_up = now != seen_stamp and stamp.foreign(seen_stamp, now)
+                seen_stamp = now
+            if signature is not None and time.monotonic() - last_label_check >= recheck:
+                last_label_check = time.monotonic()
+                current = await database_sync_to_async(sessions.task_signature)(self.agent_id)
+                catch_up = catch_up or current != signature
+                signature = current
+            if catch_up:
+                await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        messages = await database_sync_to_async(sessions.catch_up_messages)(self.agent_id)
+        if messages is None:  # deleted or switched off by another process
+            await self.close(code=4004)
+            return
+        for content in messages:
+            await self.send(text_data=json.dumps(content, separators=(",", ":")))
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT)
-            if time.monotonic() - self._last_frame > DEAD_AFTER:
-                logger.info("task agent %s sent nothing for %.0f s: closing", self.agent_id, DEAD_AFTER)
+            heartbeat = settings.TASKSERVER["HEARTBEAT"]
+            await asyncio.sleep(heartbeat)
+            silent = time.monotonic() - self._last_frame
+            if silent > DEAD_AFTER_HEARTBEATS * heartbeat:
+                logger.info("task agent %s sent nothing for %.0f s: closing", self.agent_id, silent)
                 await self.close(code=4008)
                 return
             beat = live.message("heartbeat", {"time": int(time.time())})
@@ -107,12 +152,18 @@ class AgentConsumer(AsyncWebsocketConsumer):
         kind, data = content.get("type"), content.get("data")
         if kind in ("heartbeat", "status") or kind == "metrics" and isinstance(data, dict):
             await database_sync_to_async(sessions.seen)(self.agent_id)
+            if kind == "metrics":  # checked and bounded there (an agent is not trusted)
+                try:
+                    await database_sync_to_async(metric_store.ingest)(self.agent_id, data)
+                except Exception:
+                    logger.warning("task agent %s: metrics not stored", self.agent_id, exc_info=True)
         else:
             logger.info("task agent %s: unknown message type %r ignored", self.agent_id, str(kind)[:40])
 
     async def disconnect(self, code: int) -> None:
-        if self._heartbeats is not None:
-            self._heartbeats.cancel()
+        for loop_task in (self._heartbeats, self._watcher):
+            if loop_task is not None:
+                loop_task.cancel()
         if self.agent_id is None:
             return
         await self.channel_layer.group_discard(live.group(self.agent_id), self.channel_name)

@@ -26,6 +26,7 @@ def task_changed(task: Task, old_agent_ids: Iterable[int]) -> None:
     from taskserver import live  # live imports the services, which import this module
 
     live.announce_changed(task, old_agent_ids)
+    live.note_change()
 
 
 def task_removed(task_id: int, agent_ids: Iterable[int]) -> None:
@@ -33,6 +34,7 @@ def task_removed(task_id: int, agent_ids: Iterable[int]) -> None:
     from taskserver import live
 
     live.announce_removed(task_id, agent_ids)
+    live.note_change()
 
 
 def agent_removed(agent_id: int) -> None:
@@ -40,3 +42,12 @@ def agent_removed(agent_id: int) -> None:
     from taskserver import live
 
     live.close_agent(agent_id)
+    live.note_change()
+
+
+def destinations_changed(team_id: int | None) -> None:
+    """A metric destination of the team (None: global) was added, changed or deleted."""
+    from taskserver import live
+
+    live.announce_destinations(team_id)
+    live.note_change()

@@ -15,8 +15,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
 
+from fleet.change_stamp import ChangeStamp, stamp_at
 from taskserver import routing, services
 from taskserver.models import MetricDestination, Task, TaskAgent
 
@@ -67,6 +69,22 @@ def destinations(agent: TaskAgent) -> dict[str, Any]:
     )
 
 
+def in_process_layer() -> bool:
+    """Whether the channel layer reaches only this process's sessions (the embedded default)."""
+    return isinstance(get_channel_layer(), InMemoryChannelLayer)
+
+
+def change_stamp() -> ChangeStamp:
+    return stamp_at(settings.TASKSERVER["CHANGE_STAMP_FILE"])
+
+
+def note_change() -> None:
+    """Tell sessions held by other processes that something changed, when the channel layer
+    cannot: they send their agents the full task list (``taskserver.consumers``)."""
+    if in_process_layer():
+        change_stamp().bump()
+
+
 def send(agent_ids: Iterable[int], content: dict[str, Any]) -> None:
     """One message to every session of each agent; never raises (a change is saved either way,
     and agents reconcile with the full list when they reconnect)."""
@@ -106,6 +124,15 @@ def announce_removed(task_id: int, agent_ids: Iterable[int]) -> None:
     send(sorted(set(agent_ids)), message("task_remove", {"id": task_id}))
 
 
+def announce_destinations(team_id: int | None) -> None:
+    """The team's destinations changed: its online agents get the new list."""
+    agents = TaskAgent.objects.filter(online=True, enabled=True)
+    agents = agents.filter(team__isnull=True) if team_id is None else agents.filter(team_id=team_id)
+    first = agents.order_by("pk").first()
+    if first is not None:
+        send(agents.values_list("pk", flat=True), destinations(first))
+
+
 def close_agent(agent_id: int) -> None:
     """Close every session of a deleted agent."""
     layer = get_channel_layer()
@@ -115,4 +142,3 @@ def close_agent(agent_id: int) -> None:
         async_to_sync(layer.group_send)(group(agent_id), {"type": "agent.close"})
     except Exception:
         logger.warning("could not close the sessions of deleted task agent %s", agent_id)
-

@@ -187,3 +187,54 @@ class MetricDestination(ScopedNameModel):
 
     def __str__(self) -> str:
         return self.name
+
+
+class MetricSeries(models.Model):
+    """One metric of one agent, told apart by its task and its other tags (``server`` destination:
+    docs/tasks.md, "Metrics on the server"), with its latest value.
+
+    ``key`` is the SHA-256 (hex) of agent, task, name and tags: a fixed-length unique column, since
+    MariaDB cannot put a unique index on long text. The task goes with its metrics (CASCADE): a
+    deleted task's series would otherwise linger under a name nobody can look up.
+    """
+
+    agent = models.ForeignKey(TaskAgent, on_delete=models.CASCADE, related_name="metric_series")
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.CASCADE, related_name="metric_series"
+    )
+    name = models.CharField(max_length=255)
+    unit = models.CharField(max_length=32, blank=True)
+    type = models.CharField(max_length=8)
+    # The metric's tags other than ``task`` and ``agent`` (those are the foreign keys).
+    tags = models.JSONField(default=dict, blank=True)
+    key = models.CharField(max_length=64, unique=True)
+    last_value = models.FloatField()
+    last_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "metric series"
+        indexes = [
+            models.Index(fields=["task", "last_at"], name="metricseries_task_last"),
+            models.Index(fields=["agent", "last_at"], name="metricseries_agent_last"),
+            models.Index(fields=["last_at"], name="metricseries_last"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MetricPoint(models.Model):
+    """One value of a series at the time the agent measured it; kept ``TASKSERVER_METRICS_RETENTION``
+    seconds. Unique per (series, time), so a batch delivered twice is stored once."""
+
+    series = models.ForeignKey(MetricSeries, on_delete=models.CASCADE, related_name="points")
+    at = models.DateTimeField()
+    value = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["series", "at"], name="unique_metric_point_time")]
+        indexes = [models.Index(fields=["at"], name="metricpoint_at")]
+
+    def __str__(self) -> str:
+        return f"{self.series_id}@{self.at:%Y-%m-%d %H:%M:%S}"

@@ -153,6 +153,9 @@ class TaskAgentSerializer(serializers.ModelSerializer):
 class TaskAgentWriteSerializer(serializers.Serializer):
     tags = serializers.ListField(child=serializers.CharField(max_length=64, allow_blank=True), required=False)
     enabled = serializers.BooleanField(required=False)
+    host_id = serializers.IntegerField(
+        required=False, allow_null=True, help_text="The host the agent runs on (its team's); null unties it."
+    )
 
 
 class AgentKeySerializer(serializers.ModelSerializer):
@@ -208,3 +211,42 @@ class MetricDestinationWriteSerializer(serializers.Serializer):
     )
     enabled = serializers.BooleanField(required=False)
     team_id = team_id_field()
+
+
+# --- Metrics sent to the server (taskserver.metric_store) ---------------------------------------
+
+
+class MetricsQuerySerializer(serializers.Serializer):
+    since = serializers.CharField(
+        required=False,
+        help_text="Points from this time on: unix seconds or ISO 8601 (default and earliest: the retention).",
+    )
+    name = serializers.CharField(required=False, max_length=255, help_text="Only series of this metric name.")
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=500, default=100, help_text="Series at most (1 to 500)."
+    )
+
+
+class MetricSeriesSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    unit = serializers.CharField()
+    type = serializers.ChoiceField(choices=["gauge", "counter", "rate"])
+    tags = serializers.DictField(child=serializers.CharField(), help_text="Tags other than task and agent.")
+    task_id = serializers.IntegerField(allow_null=True, help_text="Null: the agent's own metrics.")
+    task = serializers.CharField(allow_null=True, help_text="The task's name.")
+    agent_id = serializers.IntegerField()
+    agent = serializers.CharField(help_text="The agent's name.")
+    last_value = serializers.FloatField()
+    last_at = serializers.DateTimeField()
+    points = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+        help_text="[unix seconds, value] pairs, oldest first.",
+    )
+
+
+class MetricsAnswerSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Series seen within the retention (before `limit`).")
+    since = serializers.FloatField(help_text="Unix seconds: the points start here.")
+    retention = serializers.IntegerField(help_text="Seconds points are kept.")
+    series = MetricSeriesSerializer(many=True)

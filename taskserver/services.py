@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from activities import recording
 from activities.choices import ActivityType
-from hosts.models import Label
+from hosts.models import Host, Label
 from hosts.permissions import ALL_ROLES, scope_queryset
 from taskserver import events, plugins, routing, sealed
 from taskserver.models import (
@@ -321,18 +321,52 @@ def _notify_agent_tasks(agent: TaskAgent, before: set[int]) -> None:
         routing.notify_changed(task, set(routing.agents_for(task)) | {agent.pk})
 
 
-def update_agent(agent: TaskAgent, *, tags: Any = None, enabled: bool | None = None) -> TaskAgent:
-    """Change an agent's tags or switch it on or off; its tasks follow (an agent switched off
-    hands its ``any`` tasks to the others)."""
+KEEP = object()  # update_agent: leave the host as it is
+
+
+def host_for_agent(team_id: int | None, host_id: Any) -> int | None:
+    """The host an agent of ``team_id`` may be tied to (``None`` unties it): a team's agent only to
+    a host of that team; a global agent (its key is global, an admin's) to any host."""
+    if host_id in (None, "", 0):
+        return None
+    if isinstance(host_id, bool) or not isinstance(host_id, int):
+        raise _refuse("host_id", "A host id (a number) or null.")
+    hosts = Host.objects.filter(pk=host_id)
+    if team_id is not None:
+        hosts = hosts.filter(team_id=team_id)
+    if not hosts.exists():
+        raise _refuse("host_id", f"No host {host_id} in the agent's team.")
+    return host_id
+
+
+def host_by_uuid(team_id: int | None, uuid: str) -> int | None:
+    """The host an agent says it runs on (``X-Fleet-Host-UUID``: the hardware UUID osquery also
+    reports), within the agent's team; ``None`` when there is no such host."""
+    uuid = (uuid or "").strip()
+    if not uuid or len(uuid) > 255:
+        return None
+    hosts = Host.objects.filter(uuid__iexact=uuid)
+    if team_id is not None:
+        hosts = hosts.filter(team_id=team_id)
+    return hosts.order_by("pk").values_list("pk", flat=True).first()
+
+
+def update_agent(
+    agent: TaskAgent, *, tags: Any = None, enabled: bool | None = None, host_id: Any = KEEP
+) -> TaskAgent:
+    """Change an agent's tags, host, or switch it on or off; its tasks follow (an agent switched
+    off hands its ``any`` tasks to the others; a new host brings its labels' ``byLabels`` tasks)."""
     with transaction.atomic():
         agent = TaskAgent.objects.select_for_update().get(pk=agent.pk)
         before = {t.pk for t in routing.tasks_for(agent)}
-        old = {"tags": agent.tags, "enabled": agent.enabled}
+        old = {"tags": agent.tags, "enabled": agent.enabled, "host_id": agent.host_id}
         if tags is not None:
             agent.tags = clean_tags(tags)
         if enabled is not None:
             agent.enabled = bool(enabled)
-        agent.save(update_fields=["tags", "enabled"])
+        if host_id is not KEEP:
+            agent.host_id = host_for_agent(agent.team_id, host_id)
+        agent.save(update_fields=["tags", "enabled", "host"])
         before -= set(
             Task.objects.filter(route_type=RouteType.ANY, pk__in=before).values_list("pk", flat=True)
         )
@@ -444,6 +478,8 @@ def clean_url(kind: Any, url: Any) -> str:
         raise _refuse("url", "Not a valid URL.") from None
     if parts.username or parts.password:
         raise _refuse("url", "Put credentials in a header (write-only), not in the URL.")
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        raise _refuse("url", "A URL has no spaces or control characters.")
     if parts.scheme not in schemes or not parts.hostname:
         example = "tcp://graphite:2003" if kind == DestinationKind.GRAPHITE else "https://prom/api/v1/write"
         raise _refuse("url", f"A {kind} URL looks like {example} ({' or '.join(schemes)}).")
@@ -465,7 +501,9 @@ def clean_headers(incoming: Any, stored: dict[str, Any]) -> dict[str, Any]:
     for name, value in incoming.items():
         if not HEADER_NAME_RE.match(str(name)):
             raise _refuse("headers", f"Invalid header name {name!r}.")
-        if value == sealed.MARKER and name.lower() in kept:
+        if value == sealed.MARKER:
+            if name.lower() not in kept:
+                raise _refuse("headers", f"{name} has no stored value to keep: send the value itself.")
             result[name] = kept[name.lower()]
             continue
         if not isinstance(value, str) or "\n" in value or "\r" in value or len(value) > 8192:
@@ -532,6 +570,7 @@ def save_destination(
             destination,
             details=details,
         )
+        transaction.on_commit(partial(events.destinations_changed, team_id))
     return destination
 
 
@@ -540,3 +579,4 @@ def delete_destination(destination: MetricDestination) -> None:
         details = {"destination_name": destination.name, "team_id": destination.team_id}
         recording.record(ActivityType.DELETED_METRIC_DESTINATION, destination, details=details)
         destination.delete()
+        transaction.on_commit(partial(events.destinations_changed, details["team_id"]))

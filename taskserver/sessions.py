@@ -3,9 +3,10 @@ calls these through ``database_sync_to_async``).
 
 Which session is current is kept in the cache (Redis in production, so every daphne process sees
 it): a newer session of the same agent takes over, and only the current one marks the agent
-offline when it closes. ``last_seen_at`` is refreshed from the agent's frames at most every
-``SEEN_RESOLUTION`` seconds; an agent online but unseen for ``STALE_AFTER`` seconds (its process
-died without closing anything) is marked offline by :func:`sweep`, and its ``any`` tasks move.
+offline when it closes. ``last_seen_at`` is refreshed from the agent's frames at most once per
+heartbeat interval; an agent online but unseen for ``TASKSERVER["STALE_AFTER"]`` seconds
+(its process died without closing anything) is marked offline by :func:`sweep`, and its ``any``
+tasks move.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
@@ -25,9 +27,6 @@ from taskserver.models import TaskAgent
 
 logger = logging.getLogger(__name__)
 
-SEEN_RESOLUTION = 10.0
-STALE_AFTER = 45.0
-SWEEP_INTERVAL = 15.0
 _clock = DueClock()
 
 
@@ -44,14 +43,18 @@ def _session_key(agent_id: int) -> str:
 
 
 def open_session(
-    key: str, name: str, tags: list[str], version: str, session_id: str
+    key: str, name: str, tags: list[str], version: str, session_id: str, host_uuid: str = ""
 ) -> tuple[TaskAgent, str | None]:
-    """The agent, and the session this one replaces (which the consumer then closes)."""
+    """The agent, and the session this one replaces (which the consumer then closes).
+
+    ``host_uuid`` (the agent's ``X-Fleet-Host-UUID``) ties the agent to the enrolled host of its
+    team with that hardware UUID, whose labels then route ``byLabels`` tasks to it."""
     agent_key = services.authenticate_key(key)
     if agent_key is None:
         raise Refused("unknown agent key", 4401)
+    host_id = services.host_by_uuid(agent_key.team_id, host_uuid) if host_uuid else None
     try:
-        agent = services.register_agent(agent_key, name, version=version)
+        agent = services.register_agent(agent_key, name, version=version, host_id=host_id)
     except Exception as exc:  # a name the model refuses (empty, too long, ...)
         raise Refused(f"bad agent name: {exc}", 4400) from None
     if not agent.enabled:
@@ -77,6 +80,28 @@ def first_messages(agent_id: int, session_id: str, heartbeat: float) -> list[dic
     return [welcome, live.destinations(agent), live.task_list(agent)]
 
 
+def catch_up_messages(agent_id: int) -> list[dict[str, Any]] | None:
+    """The agent's destinations and full task list, from the database (a change this process's
+    channel layer could not carry); ``None`` when the agent was deleted or switched off."""
+    agent = TaskAgent.objects.filter(pk=agent_id, enabled=True).first()
+    if agent is None:
+        return None
+    return [live.destinations(agent), live.task_list(agent)]
+
+
+Signature = tuple[tuple[int, int], ...] | None
+
+
+def task_signature(agent_id: int) -> Signature:
+    """What the agent should run, as (task id, revision) pairs: compared between two label checks
+    to notice that its host's labels changed what ``byLabels`` routes give it. ``None`` for an
+    agent with no host (its tasks never depend on labels)."""
+    agent = TaskAgent.objects.filter(pk=agent_id).first()
+    if agent is None or agent.host_id is None:
+        return None
+    return tuple(sorted((t.pk, t.revision) for t in routing.tasks_for(agent)))
+
+
 def place_waiting(agent_id: int) -> list[int]:
     """``any`` tasks that waited for an agent are placed now (announced on commit)."""
     agent = TaskAgent.objects.get(pk=agent_id)
@@ -88,9 +113,10 @@ def seen(agent_id: int) -> None:
     key = f"taskagent-seen:{agent_id}"
     now = time.monotonic()
     last = cache.get(key)
-    if last is not None and now - last < SEEN_RESOLUTION:
+    resolution = settings.TASKSERVER["HEARTBEAT"]
+    if last is not None and now - last < resolution:
         return
-    cache.set(key, now, timeout=int(SEEN_RESOLUTION * 2))
+    cache.set(key, now, timeout=max(1, int(resolution * 2)))
     TaskAgent.objects.filter(pk=agent_id).update(last_seen_at=timezone.now(), online=True)
 
 
@@ -112,9 +138,9 @@ def _offline(agent_id: int) -> None:
 
 
 def sweep(now: Any = None) -> list[int]:
-    """Agents marked online that nobody has heard from for ``STALE_AFTER`` seconds (their daphne
-    process died): offline, tasks moved. Returns their ids."""
-    limit = (now or timezone.now()) - timedelta(seconds=STALE_AFTER)
+    """Agents marked online that nobody has heard from for ``TASKSERVER["STALE_AFTER"]`` seconds
+    (their daphne process died): offline, tasks moved. Returns their ids."""
+    limit = (now or timezone.now()) - timedelta(seconds=settings.TASKSERVER["STALE_AFTER"])
     stale = list(TaskAgent.objects.filter(online=True, last_seen_at__lt=limit).values_list("pk", flat=True))
     for agent_id in stale:
         cache.delete(_session_key(agent_id))
@@ -123,8 +149,9 @@ def sweep(now: Any = None) -> list[int]:
 
 
 def sweep_if_due() -> list[int]:
-    """:func:`sweep`, at most every ``SWEEP_INTERVAL`` seconds per process (from the heartbeats)."""
-    if not _clock.due("sweep", SWEEP_INTERVAL, time.monotonic()):
+    """:func:`sweep`, at most every ``TASKSERVER["SWEEP_INTERVAL"]`` seconds per process (from the
+    heartbeats)."""
+    if not _clock.due("sweep", settings.TASKSERVER["SWEEP_INTERVAL"], time.monotonic()):
         return []
     try:
         return sweep()

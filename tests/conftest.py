@@ -31,6 +31,8 @@ def _clean_process_state(settings, tmp_path):
     }
     # Apple MDM: no CA unless a test sets one up, and never the developer's own var/mdm.
     settings.MDM = {**settings.MDM, "DIR": str(tmp_path / "mdm")}
+    # Task server: the embedded default's cross-process change stamp is the test's own.
+    settings.TASKSERVER = {**settings.TASKSERVER, "CHANGE_STAMP_FILE": str(tmp_path / "taskserver.stamp")}
     yield
     seen.flush_discard()
     # A test that simulated a Redis failure leaves the circuit breaker open for its retry period
@@ -44,6 +46,16 @@ def _clean_process_state(settings, tmp_path):
 @pytest.fixture
 def team(db) -> Team:
     return Team.objects.create(name="Engineering")
+
+
+@pytest.fixture
+def alpha(db) -> Team:
+    return Team.objects.create(name="Alpha")
+
+
+@pytest.fixture
+def beta(db) -> Team:
+    return Team.objects.create(name="Beta")
 
 
 @pytest.fixture

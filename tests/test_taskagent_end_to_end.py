@@ -6,16 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +18,7 @@ from taskagent.agent import Agent
 from taskserver import services
 from taskserver.models import AnyAssignment, TaskAgent
 from tests.factories import token_for, user_with_role
+from tests.live_processes import server_env, start_daphne, stop, wait_for, wait_healthy
 
 HTTP = {"url": "http://127.0.0.1:9/"}
 
@@ -61,58 +56,18 @@ class _AgentThread:
 
 
 def _wait(predicate, timeout: float = 10.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.02)
-    raise AssertionError("timed out")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return wait_for(predicate, timeout)
 
 
 @pytest.fixture
 def daphne_server(transactional_db, tmp_path):
     """A real daphne process serving this test's database (committed data: transactional_db)."""
-    from django.db import connection
-
-    env = dict(os.environ, FLEET_VAR_DIR=str(tmp_path / "var"))
-    name = connection.settings_dict["NAME"]
-    if connection.vendor == "sqlite":
-        env["SQLITE_PATH"] = str(name)
-    else:
-        parts = urllib.parse.urlsplit(env["DATABASE_URL"])
-        env["DATABASE_URL"] = urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-    port = _free_port()
-    log = open(tmp_path / "daphne.log", "wb")  # noqa: SIM115 - closed in the finally below
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "fleet.asgi:application"],
-        cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_daphne(server_env(tmp_path / "var"), tmp_path / "daphne.log")
     try:
-        _wait(lambda: _healthy(url), timeout=30)
+        wait_healthy(server, url)
         yield url
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-        log.close()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
+        stop(server)
 
 
 @pytest.mark.slow

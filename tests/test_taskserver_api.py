@@ -9,7 +9,6 @@ from django.contrib.auth import get_user_model
 
 from activities.models import Activity
 from hosts.choices import Role
-from hosts.models import Team
 from taskserver.models import AgentKey, MetricDestination, Task, TaskAgent, key_digest
 from taskserver.services import authenticate_key
 from tests.factories import api_for, user_with_role
@@ -27,16 +26,6 @@ def admin():
 @pytest.fixture
 def api(admin):
     return api_for(admin)
-
-
-@pytest.fixture
-def alpha():
-    return Team.objects.create(name="Alpha")
-
-
-@pytest.fixture
-def beta():
-    return Team.objects.create(name="Beta")
 
 
 # --- tasks: CRUD and validation --------------------------------------------------------------------
@@ -280,6 +269,10 @@ def test_destination_headers_are_write_only(api):
         ({"kind": "server", "url": "https://x/"}, "url"),
         ({"kind": "carrier-pigeon"}, "kind"),
         ({"kind": "server", "headers": {"bad name": "x"}}, "headers"),
+        # Found by the YAML work: a space in the host, and the marker with nothing stored to keep.
+        ({"kind": "prometheus_remote_write", "url": "https://x y.com/api/v1/write"}, "url"),
+        ({"kind": "prometheus_remote_write", "url": "https://x.com/a\tb"}, "url"),
+        ({"kind": "server", "headers": {"Authorization": "<secret>"}}, "headers"),
     ],
 )
 def test_bad_destinations_are_400(api, body, field):

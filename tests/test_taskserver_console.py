@@ -147,3 +147,29 @@ def test_duplicate_names_are_form_errors(console):
     assert console.post("/admin/taskserver/agentkey/add/", {"name": "k", "team": ""}).status_code == 302
     response = console.post("/admin/taskserver/agentkey/add/", {"name": "k", "team": ""})
     assert response.status_code == 200 and "already used" in response.content.decode()
+
+
+def test_an_agents_host_is_set_in_the_console_within_its_team(console):
+    from hosts.models import Host
+
+    alpha, beta = Team.objects.create(name="Alpha"), Team.objects.create(name="Beta")
+    agent = make_agent("alpha-agent", alpha, tags=["dc1"])
+    mine = Host.objects.create(hostname="mine", osquery_host_id="mine", team=alpha)
+    theirs = Host.objects.create(hostname="theirs", osquery_host_id="theirs", team=beta)
+    url = f"/admin/taskserver/taskagent/{agent.pk}/change/"
+    form = {"tags_text": "dc1", "enabled": "on"}
+
+    page = console.post(url, {**form, "host": str(theirs.pk)})
+    assert page.status_code == 200 and page.context["adminform"].form.errors["host"]
+    agent.refresh_from_db()
+    assert agent.host_id is None
+    assert console.post(url, {**form, "host": str(mine.pk)}).status_code == 302
+    agent.refresh_from_db()
+    assert agent.host_id == mine.pk
+    assert console.post(url, form).status_code == 302  # left empty: untied
+    agent.refresh_from_db()
+    assert agent.host_id is None
+    observer = Client()
+    observer.force_login(user_with_role("o", Role.OBSERVER, alpha))
+    page = observer.get(url).content.decode()
+    assert 'name="host"' not in page  # read-only for observers

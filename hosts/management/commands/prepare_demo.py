@@ -5,12 +5,16 @@ HTTPS port, and Fleet's standard query library as saved queries (once, when ther
 Apple MDM as ``manage.py mdm setup --dev`` leaves it (the MDM CA, a stand-in push certificate and
 the local APNs stand-in's certificates, no Apple account needed) and two demo configuration
 profiles for every Mac, so the simulated Macs have something to install and osquery to verify.
-Idempotent: a second run keeps the same password, secret, certificates and CA, so agents and
-Macs enrolled earlier keep working. Prints ``key=value`` lines that ``scripts/run.py`` reads.
+For the demo task agent: an agent key (kept in a 0600 file, since the server stores only its
+digest), the ``server`` metric destination, and three tasks checking this server itself, so their
+charts fill in the console. Idempotent: a second run keeps the same password, secret,
+certificates, CA and agent key, so agents and Macs enrolled earlier keep working. Prints
+``key=value`` lines that ``scripts/run.py`` reads.
 """
 
 from __future__ import annotations
 
+import os
 import plistlib
 import secrets
 import uuid
@@ -76,6 +80,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", default="admin")
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--tls-port", type=int, default=int(os.environ.get("TLS_PORT", "8443")))
+        parser.add_argument(
+            "--agent-key-file",
+            default=str(Path(settings.VAR_DIR) / "demo_agent_key"),
+            help="Where the demo task agent's key is kept between runs.",
+        )
         parser.add_argument(
             "--password-file",
             default=str(Path(settings.VAR_DIR) / "admin_password"),
@@ -89,6 +100,9 @@ class Command(BaseCommand):
         loaded = self._query_library()
         updates = self._update_repository()
         mdm_topic, demo_profiles = self._mdm()
+        agent_key, demo_tasks = self._task_agent(
+            Path(options["agent_key_file"]), options["port"], options["tls_port"]
+        )
         self.stdout.write(f"username={username}")
         self.stdout.write(f"password={password}")
         self.stdout.write(f"enroll_secret={secret}")
@@ -98,6 +112,8 @@ class Command(BaseCommand):
         self.stdout.write(f"update_repository={updates}")
         self.stdout.write(f"mdm_topic={mdm_topic}")
         self.stdout.write(f"mdm_profiles={demo_profiles}")
+        self.stdout.write(f"agent_key_file={agent_key}")
+        self.stdout.write(f"demo_tasks={demo_tasks}")
 
     def _admin(self, username: str, password_file: Path) -> tuple[str, str]:
         """A superuser with the global admin role; the password is generated once and kept."""
@@ -147,6 +163,49 @@ class Command(BaseCommand):
                 continue
             present += 1
         return push_certificate.topic(), present
+
+    def _task_agent(self, key_file: Path, port: int, tls_port: int) -> tuple[str, int]:
+        """The demo task agent's key (its file), the ``server`` destination, and the demo tasks
+        added once; (key file, number of demo tasks in place)."""
+        from taskserver import services
+        from taskserver.models import AgentKey, DestinationKind, MetricDestination, Task
+
+        raw = key_file.read_text().strip() if key_file.exists() else ""
+        if not raw or services.authenticate_key(raw) is None:
+            AgentKey.objects.filter(scope=0, name="demo").delete()
+            _, raw = services.create_agent_key(name="demo", team_id=None)
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(raw)
+            key_file.chmod(0o600)
+        if not MetricDestination.objects.filter(team__isnull=True, kind=DestinationKind.SERVER).exists():
+            services.save_destination(name="This server", kind=DestinationKind.SERVER, url="", team_id=None)
+        present = 0
+        for name, plugin, task_settings, interval, route in (
+            ("Console health", "http", {"url": f"http://127.0.0.1:{port}/healthz"}, 10, ("any", {})),
+            (
+                "Agent API port (TLS)",
+                "tcp",
+                {"host": "127.0.0.1", "port": tls_port},
+                10,
+                ("byTags", {"tags": ["demo"]}),
+            ),
+            (
+                "Console sign-in page",
+                "http",
+                {"url": f"http://127.0.0.1:{port}/admin/login/", "expected_text": "Password"},
+                30,
+                ("byTags", {"tags": ["demo"]}),
+            ),
+        ):
+            if Task.objects.filter(scope=0, name=name).exists():
+                present += 1  # kept as it is: an admin may have edited it
+                continue
+            services.save_task(
+                name=name, plugin=plugin, settings=task_settings, interval=interval,
+                route_type=route[0], route_config=route[1], team_id=None,
+            )  # fmt: skip
+            present += 1
+        return str(key_file), present
 
     def _query_library(self) -> int:
         """Apply Fleet's standard query library when no query exists yet; the number loaded."""

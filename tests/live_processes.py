@@ -1,0 +1,185 @@
+"""Real processes for tests that need more than one: daphne servers on this test's database, task
+agents as their own programs, and a failover TCP proxy standing in for a load balancer.
+
+Everything binds 127.0.0.1 and is stopped by its process id (``stop``), in the test's ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "a condition") -> float:
+    """Seconds until ``predicate()`` was true; AssertionError after ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(var_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a server process on this test's database, with this process's secret
+    key (sealed task settings open in either)."""
+    from django.conf import settings
+    from django.db import connection
+
+    env = dict(os.environ, FLEET_VAR_DIR=str(var_dir), DJANGO_SECRET_KEY=settings.SECRET_KEY, **extra)
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "sqlite":
+        env["SQLITE_PATH"] = str(name)
+    else:
+        parts = urllib.parse.urlsplit(env["DATABASE_URL"])
+        env["DATABASE_URL"] = urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+    return env
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start_daphne(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
+    """A daphne process (not yet waited for: see :func:`wait_healthy`) and its URL."""
+    port = free_port()
+    log = open(log_path, "wb")  # noqa: SIM115 - the child holds it; closed with the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "fleet.asgi:application"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    log.close()
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_healthy(process: subprocess.Popen, url: str, timeout: float = 60.0) -> None:
+    wait_for(lambda: process.poll() is not None or healthy(url), timeout, f"{url} to start")
+    assert process.poll() is None, f"the server at {url} exited with {process.returncode}"
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    """Stop a child by its process id: SIGINT, then SIGKILL after 10 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+class AgentProcess:
+    """``fleet-task-agent`` as its own program; what it runs is read back from its log."""
+
+    TASK_LINE = re.compile(rb"task (\d+) \((.+?), \w+ every \d+s\) (added|updated)|task (\d+) removed")
+
+    def __init__(self, server: str, key: str, name: str, tags: str, directory: Path) -> None:
+        self.name = name
+        self.log_path = directory / f"{name}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child holds it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "taskagent.cli", "--server", server, "--name", name, "--tags", tags,
+             "--state-dir", str(directory / f"{name}-state"), "--host-uuid", ""],
+            cwd=ROOT, env=dict(os.environ, FLEET_AGENT_KEY=key), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+
+    def log(self) -> bytes:
+        return self.log_path.read_bytes()
+
+    def task_names(self) -> set[str]:
+        """The tasks its runner holds now, replaying the runner's log lines."""
+        names: dict[int, str] = {}
+        for added_id, name, _, removed_id in self.TASK_LINE.findall(self.log()):
+            if added_id:
+                names[int(added_id)] = name.decode()
+            else:
+                names.pop(int(removed_id), None)
+        return set(names.values())
+
+    def connections(self) -> int:
+        return self.log().count(b"welcome: agent ")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+class FailoverProxy:
+    """A TCP load balancer: each connection goes to the first backend that accepts it."""
+
+    def __init__(self, backends: list[str]) -> None:
+        self.backends = [urllib.parse.urlsplit(url) for url in backends]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def __enter__(self) -> FailoverProxy:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", self.port))
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for backend in self.backends:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(backend.hostname, backend.port)
+                break
+            except OSError:
+                continue
+        else:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
