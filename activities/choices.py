@@ -79,6 +79,8 @@ class ActivityType(models.TextChoices):
     APPLIED_SPEC_PACK = "applied_spec_pack", "Applied pack specs"
     APPLIED_SPEC_TEAM = "applied_spec_team", "Applied team specs"
     APPLIED_SPEC_LABEL = "applied_spec_label", "Applied label specs"
+    APPLIED_SPEC_TASK = "applied_spec_task", "Applied task specs"
+    APPLIED_SPEC_METRIC_DESTINATION = "applied_spec_metric_destination", "Applied metric destination specs"
     # Users and roles
     USER_LOGGED_IN = "user_logged_in", "Logged in"
     USER_FAILED_LOGIN = "user_failed_login", "Failed to log in"

@@ -158,6 +158,8 @@ SPEC_TYPES = {
     "pack": ActivityType.APPLIED_SPEC_PACK,
     "team": ActivityType.APPLIED_SPEC_TEAM,
     "label": ActivityType.APPLIED_SPEC_LABEL,
+    "task": ActivityType.APPLIED_SPEC_TASK,
+    "metric_destination": ActivityType.APPLIED_SPEC_METRIC_DESTINATION,
     "enroll_secret": ActivityType.EDITED_ENROLL_SECRETS,
     "config": ActivityType.EDITED_AGENT_OPTIONS,
 }

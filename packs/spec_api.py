@@ -91,7 +91,9 @@ class SpecWriterPermission(BasePermission):
 
 class SpecDocumentSerializer(serializers.Serializer):
     apiVersion = serializers.CharField(help_text="v1")  # noqa: N815 - Fleet's key
-    kind = serializers.CharField(help_text="query, report, label, pack, team, enroll_secret or config")
+    kind = serializers.CharField(
+        help_text="query, report, label, pack, team, enroll_secret, config, task or metric_destination"
+    )
     spec = serializers.DictField()
 
 
@@ -157,7 +159,8 @@ class SpecView(APIView):
         summary="Apply Fleet YAML specs",
         description=(
             "Creates or updates queries (`kind: query` or `report`), labels, packs, teams, enroll "
-            "secrets and the global agent options (`kind: config`) by name, in one transaction. "
+            "secrets, the global agent options (`kind: config`), tasks and metric destinations by "
+            "name, in one transaction. "
             "Kinds this server does not support yet (such as `policy`) are listed under `skipped`. "
             "Any error in any document is a 400 listing them all, and nothing is applied. "
             "Global admins and the global gitops role only."

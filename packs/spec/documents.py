@@ -14,7 +14,7 @@ import yaml
 
 # Fleet renamed "queries" to "reports" in its newer docs; both mean a saved query here.
 KIND_ALIASES = {"report": "query", "queries": "query", "reports": "query"}
-SUPPORTED_KINDS = ("team", "enroll_secret", "config", "query", "label", "pack")
+SUPPORTED_KINDS = ("team", "enroll_secret", "config", "query", "label", "pack", "task", "metric_destination")
 # Kinds Fleet has that this server does not handle yet: reported as skipped, never an error.
 UNSUPPORTED_KINDS = {
     "policy": "policies are not supported yet",

@@ -20,6 +20,7 @@ from packs.spec.labels import plan_labels
 from packs.spec.packs import plan_packs
 from packs.spec.plan import Plan, Skipped
 from packs.spec.queries import plan_queries
+from packs.spec.tasks import plan_destinations, plan_tasks
 from packs.spec.teams import plan_config, plan_global_secrets, plan_secret_changes, plan_teams
 
 
@@ -47,7 +48,8 @@ def _sort(documents: list[Document], plan: Plan) -> dict[str, list[Document]]:
 
 
 def _plan(by_kind: dict[str, list[Document]], ctx: Context) -> None:
-    # Order matters: later kinds refer to earlier ones (queries to teams, packs to all).
+    # Order matters: later kinds refer to earlier ones (queries to teams, packs to all, tasks to
+    # teams and labels).
     plan_teams(by_kind["team"], ctx)
     plan_global_secrets(by_kind["enroll_secret"], ctx)
     plan_secret_changes(ctx)
@@ -55,6 +57,8 @@ def _plan(by_kind: dict[str, list[Document]], ctx: Context) -> None:
     plan_queries(by_kind["query"], ctx)
     plan_labels(by_kind["label"], ctx)
     plan_packs(by_kind["pack"], ctx)
+    plan_destinations(by_kind["metric_destination"], ctx)
+    plan_tasks(by_kind["task"], ctx)
     for kind, keys in ctx.ignored.items():
         if keys:
             listed = ", ".join(f"{key} ({count})" for key, count in sorted(keys.items()))

@@ -2,7 +2,10 @@
 
 The output is what ``apply`` reads: applied to an empty database it recreates the same
 queries, labels (builtin ones are Fleet's and left out), packs, teams, enroll secrets and agent
-options, and applied to the database it came from it is all "unchanged".
+options, and applied to the database it came from it is all "unchanged". Tasks and metric
+destinations follow, with their secret values written as ``"<secret>"`` (kept as stored when the
+file is applied again; a new server needs the values themselves) and ``byIds`` routes naming
+their agents (which exist only once they have connected).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from hosts.agent_options import default_agent_options
 from hosts.models import EnrollSecret, FleetSettings, Label, LabelMembershipType, LabelType, Team
 from packs.models import Pack
 from packs.spec.labels import identifiers_of
+from packs.spec.tasks import export_destination, export_task
 from queries.models import Query
+from taskserver.models import MetricDestination, Task
 
 
 def _doc(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +115,10 @@ def export_documents() -> list[dict[str, Any]]:
         "target_labels", "target_teams", "target_hosts", "scheduled__query__team"
     ).order_by("name")
     documents.extend(_doc("pack", _pack(pack)) for pack in packs)
+    destinations = MetricDestination.objects.select_related("team").order_by("team__name", "name")
+    documents.extend(_doc("metric_destination", export_destination(d)) for d in destinations)
+    tasks = Task.objects.select_related("team").order_by("team__name", "name")
+    documents.extend(_doc("task", export_task(task)) for task in tasks)
     return documents
 
 

@@ -30,7 +30,10 @@ def read_source(name: str) -> tuple[str, str]:
 
 
 class Command(BaseCommand):
-    help = "Apply Fleet YAML specs (queries, labels, packs, teams, enroll secrets, agent options)."
+    help = (
+        "Apply YAML specs (queries, labels, packs, teams, enroll secrets, agent options, tasks, "
+        "metric destinations)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(

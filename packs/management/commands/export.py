@@ -16,7 +16,10 @@ from packs.spec.export import dump_yaml, export_documents
 
 
 class Command(BaseCommand):
-    help = "Export queries, labels, packs, teams, enroll secrets and agent options as Fleet YAML."
+    help = (
+        "Export queries, labels, packs, teams, enroll secrets, agent options, tasks and metric "
+        "destinations as YAML."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("-o", "--output", metavar="FILE", help="Write here instead of stdout.")
