@@ -2,8 +2,10 @@
 
 Charts are drawn on the server as small SVG line charts: no script, no external asset, nothing the
 Content-Security-Policy has to allow (SVG presentation attributes are not inline styles). The
-x axis is the retention window ending now, the same for every row so that rows compare and a
-series that stopped shows where it stopped; the y axis spans the series' own minimum and maximum.
+x axis ends now and starts at the oldest point shown (at least ``MIN_WINDOW`` before now, at
+most the retention), the same for every row so that rows compare and a series that stopped shows
+where it stopped, and a new task's chart fills its width from its first minutes; the y axis spans
+the series' own minimum and maximum.
 A gap longer than three times the usual spacing between points breaks the line (a failed run
 sends no metric but ``<plugin>.success`` 0, so its values leave a gap rather than a fake zero).
 Long series are thinned to each pixel column's minimum and maximum, which keeps spikes visible.
@@ -28,7 +30,17 @@ WIDTH = 240
 HEIGHT = 44
 PAD = 3.0
 MAX_SERIES_SHOWN = 40
+MIN_WINDOW = 10 * 60  # a chart spans at least this long, so a few points do not fill it edge to edge
 GAP_FACTOR = 3.0
+
+
+def duration_label(seconds: float) -> str:
+    """``"6 hours"``, ``"1.5 hours"``, ``"12 minutes"``: how long a chart's window is."""
+    if seconds >= 5400:
+        hours = round(seconds / 3600, 1)
+        return f"{hours:g} hours"
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def format_value(value: float) -> str:
@@ -136,7 +148,8 @@ def section(*, task_id: int | None = None, agent_id: int | None = None) -> dict[
     series, total = metric_store.series_of(task_id=task_id, agent_id=agent_id, limit=MAX_SERIES_SHOWN)
     points = metric_store.points_of([s.pk for s in series])
     end = time.time()
-    start = end - metric_store.retention()
+    oldest = min((p[0][0] for p in points.values() if p), default=end)
+    start = max(end - metric_store.retention(), min(oldest, end - MIN_WINDOW))
     groups: dict[Any, dict[str, Any]] = {}
     for one in series:  # most recent first, so groups come in the order of their latest update
         if task_id is not None:
@@ -150,7 +163,8 @@ def section(*, task_id: int | None = None, agent_id: int | None = None) -> dict[
         "groups": list(groups.values()),
         "shown": len(series),
         "total": total,
-        "window_hours": round(metric_store.retention() / 3600, 1),
+        "window": duration_label(end - start),
+        "retention": duration_label(metric_store.retention()),
         "window_start": datetime.fromtimestamp(start, tz=UTC),
         "group_by": "name" if task_id is not None else "task",
     }

@@ -277,3 +277,21 @@ def test_the_export_reads_once_and_is_bounded(measured, monkeypatch, django_asse
     with django_assert_num_queries(1):
         families = list(metric_store.SeriesCollector().collect())
     assert sum(len(f.samples) for f in families) == 3
+
+
+def test_the_chart_window_follows_the_data_so_a_new_task_fills_its_chart(alpha):
+    """Found by running make run: over the whole 6-hour retention, a minute of a new task's points
+    was a dot at the right edge. The window starts at the oldest point, at least 10 minutes back."""
+    task = make_task("new", alpha)
+    agent = make_agent("edge-1", alpha)
+    metric_store.ingest(agent.pk, batch(*(metric(value=i, ago=60 - 10 * i, task=task) for i in range(6))))
+    section = charts.section(task_id=task.pk)
+    assert section["window"] == "10 minutes" and section["retention"] == "6 hours"
+    xs = [float(x) for x in re.findall(r"(-?[\d.]+),[\d.]+", section["groups"][0]["rows"][0]["chart"])]
+    assert xs and min(xs) > charts.WIDTH * 0.85  # the last minute of ten: the right tenth
+
+    metric_store.ingest(agent.pk, batch(metric(value=1, ago=3 * 3600, task=task)))
+    section = charts.section(task_id=task.pk)
+    assert section["window"] == "3 hours"
+    xs = [float(x) for x in re.findall(r"(-?[\d.]+),[\d.]+", section["groups"][0]["rows"][0]["chart"])]
+    assert min(xs) < charts.WIDTH * 0.05  # the oldest point now starts the chart
