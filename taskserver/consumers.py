@@ -49,6 +49,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
     _heartbeats: asyncio.Task | None = None
     _watcher: asyncio.Task | None = None
     _last_frame: float = 0.0
+    _seen_noted: float = 0.0
 
     async def connect(self) -> None:
         headers = _headers(self.scope)
@@ -133,10 +134,12 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 return
             beat = live.message("heartbeat", {"time": int(time.time())})
             await self.send(text_data=json.dumps(beat))
-            await database_sync_to_async(sessions.sweep_if_due)()
+            if sessions.upkeep_due(time.monotonic()):  # one session per process per interval
+                await database_sync_to_async(sessions.upkeep)()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        self._last_frame = time.monotonic()
+        now = time.monotonic()
+        self._last_frame = now
         raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
         if len(raw) > MAX_FRAME:
             logger.info("task agent %s: frame of %d bytes ignored", self.agent_id, len(raw))
@@ -151,7 +154,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         kind, data = content.get("type"), content.get("data")
         if kind in ("heartbeat", "status") or kind == "metrics" and isinstance(data, dict):
-            await database_sync_to_async(sessions.seen)(self.agent_id)
+            if now - self._seen_noted >= settings.TASKSERVER["HEARTBEAT"]:
+                self._seen_noted = now
+                sessions.seen(self.agent_id)  # in memory; written in batches by the upkeep
             if kind == "metrics":  # checked and bounded there (an agent is not trusted)
                 try:
                     await database_sync_to_async(metric_store.ingest)(self.agent_id, data)
@@ -166,6 +171,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 loop_task.cancel()
         if self.agent_id is None:
             return
+        sessions.seen_buffer.forget(self.agent_id)
         await self.channel_layer.group_discard(live.group(self.agent_id), self.channel_name)
         await database_sync_to_async(sessions.close_session)(self.agent_id, self.session_id)
 
