@@ -7,10 +7,11 @@ PORT ?= 8000
 TLS_PORT ?= 8443
 DEMO_HOSTS ?= 25
 DEMO_MACS ?= 3
+DEMO_AGENT ?= 1
 PYTEST_ARGS ?= -n 2
-export PORT TLS_PORT DEMO_HOSTS DEMO_MACS
+export PORT TLS_PORT DEMO_HOSTS DEMO_MACS DEMO_AGENT
 
-.PHONY: setup setup-mysql chromium run test e2e test-mysql lint bench bench-console fuzz soak clean
+.PHONY: setup setup-mysql chromium run test e2e test-mysql lint bench bench-console fuzz soak clean bench-tasks
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,3 +69,8 @@ clean:
 bench-console: setup
 	-$(MAKE) setup-mysql
 	$(PY) scripts/bench_console.py $(BENCH_ARGS)
+
+# Task agent sessions on one daphne process: 10,000 idle agents, a change's fan-out (docs/benchmarks.md).
+bench-tasks: setup
+	-$(MAKE) setup-mysql
+	$(PY) scripts/bench_tasks.py $(BENCH_ARGS)

@@ -38,6 +38,11 @@ class Circuit:
         self._outage_started = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def down(self) -> bool:
+        """Whether an outage is going on (the last call failed, or calls are being skipped)."""
+        return bool(self._outage_started)
+
     def allows(self) -> bool:
         """Whether to call Redis now: always when it works; during an outage, one probe a period."""
         now = time.monotonic()
@@ -140,14 +145,31 @@ def _all_failed(data: dict, *args: Any, **kwargs: Any) -> list:
     return list(data)
 
 
+_clients: dict[tuple[str, str], Any] = {}
+_clients_lock = threading.Lock()
+
+
 class ResilientRedisCache(RedisCache):
-    """``RedisCache`` with a circuit breaker; ``OPTIONS["RETRY_SECONDS"]`` tunes it (settings: 10 s)."""
+    """``RedisCache`` with a circuit breaker; ``OPTIONS["RETRY_SECONDS"]`` tunes it (settings: 10 s).
+
+    One Redis client (and connection pool) per process and server: Django makes a cache object
+    per async context, so every WebSocket consumer got a pool of its own and never closed it
+    (3,000 task agents held 3,000 Redis connections; Redis refuses clients past 10,000)."""
 
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         options = dict(params.get("OPTIONS") or {})
         retry_seconds = float(options.pop("RETRY_SECONDS", 5.0))
         super().__init__(server, {**params, "OPTIONS": options})
         self.circuit = circuit_for(server, retry_seconds)
+
+    @property
+    def _cache(self) -> Any:  # Django's is a cached_property per cache object
+        key = (repr(self._servers), repr(sorted(self._options.items(), key=lambda item: item[0])))
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = self._class(self._servers, **self._options)
+            return client
 
     get = _guarded(_given_default)(RedisCache.get)
     get_many = _guarded(_empty_dict)(RedisCache.get_many)

@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 import bench_console  # noqa: E402  (scripts/bench_console.py: the console at 100,000 hosts)
 import bench_software  # noqa: E402  (scripts/bench_software.py: the software inventory's figures)
+import bench_tasks  # noqa: E402  (scripts/bench_tasks.py: task agent sessions on one daphne)
 import fuzzrecord  # noqa: E402  (scripts/fuzzrecord.py, beside this file)
 from servers import (  # noqa: E402  (scripts/servers.py, beside this file)
     SECRET,
@@ -858,6 +859,7 @@ def write_report(
         *live_section,
         *bench_software.report_lines(),  # kept from its last run (bench.py --software)
         *bench_console.report_lines(),  # kept from its last run (make bench-console)
+        *bench_tasks.report_lines(),  # kept from its last run (make bench-tasks)
         *fuzzrecord.report_lines(),
         "## Outages and long-lived WebSockets",
         "",

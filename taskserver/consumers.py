@@ -25,12 +25,13 @@ import time
 import uuid
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from fleet.change_stamp import ChangeStamp
-from taskserver import live, metric_store, sessions
+from taskserver import hub, live, metric_store, sessions
 from taskserver.sessions import Signature
 
 logger = logging.getLogger(__name__)
@@ -45,11 +46,21 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
 
 class AgentConsumer(AsyncWebsocketConsumer):
     agent_id: int | None = None
+    _hub: hub.Hub | None = None
     session_id: str = ""
     _heartbeats: asyncio.Task | None = None
     _watcher: asyncio.Task | None = None
     _last_frame: float = 0.0
     _seen_noted: float = 0.0
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels closes stale database connections (a hop to the database thread) before every
+        message a consumer handles; here that is each heartbeat and pushed change, for thousands of
+        sessions. ``database_sync_to_async`` closes them around every database call anyway."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         headers = _headers(self.scope)
@@ -77,6 +88,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
         await self.channel_layer.group_add(live.group(agent.pk), self.channel_name)
         await self.accept()
+        self._hub = hub.local_hub(self.channel_layer)
+        self._hub.add(agent.pk, self)  # before the task list is read: no change falls in between
         self._last_frame = time.monotonic()
         stamp = live.change_stamp() if live.in_process_layer() else None
         # Both read before what the agent runs is read: a change in between causes one task list
@@ -172,11 +185,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.agent_id is None:
             return
         sessions.seen_buffer.forget(self.agent_id)
+        if self._hub is not None:
+            self._hub.discard(self.agent_id, self)
         await self.channel_layer.group_discard(live.group(self.agent_id), self.channel_name)
         await database_sync_to_async(sessions.close_session)(self.agent_id, self.session_id)
-
-    async def agent_message(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=event["text"])
 
     async def agent_close(self, event: dict[str, Any]) -> None:
         """The agent was deleted (every session closes), or a newer session replaced this one."""

@@ -9,7 +9,6 @@ protocol's (docs/task-agent-protocol.md): ``task_add``, ``task_update``, ``task_
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Iterable
@@ -26,7 +25,7 @@ from taskserver.models import MetricDestination, Task, TaskAgent
 logger = logging.getLogger(__name__)
 
 VERSION = 1
-SEND_CONCURRENCY = 64  # group sends in flight at once when a change reaches many agents
+HUB_GROUP = "taskagent.hubs"  # every server process's hub channel (taskserver/hub.py)
 
 
 def group(agent_id: int) -> str:
@@ -89,29 +88,24 @@ def note_change() -> None:
 
 def send(agent_ids: Iterable[int], content: dict[str, Any]) -> None:
     """One message to every session of each agent; never raises (a change is saved either way,
-    and agents reconcile with the full list when they reconnect)."""
+    and agents reconcile with the full list when they reconnect).
+
+    One channel-layer message per server process, whatever the number of agents: it goes to the
+    hub group, which every process holding sessions has joined (``taskserver.hub``), and each
+    hub hands it to its own sessions of those agents. A message per agent cost a few Redis round
+    trips each, so a change took seconds to reach 1,000 agents and a burst of changes overflowed
+    the layer's queues (make bench-tasks)."""
     layer = get_channel_layer()
     if layer is None:
         return
-    ids = list(agent_ids)
+    ids = sorted(set(agent_ids))
     if not ids:
         return
-    event = {"type": "agent.message", "text": json.dumps(content, separators=(",", ":"))}
-    window = asyncio.Semaphore(SEND_CONCURRENCY)
-
-    async def send_one(agent_id: int) -> None:
-        async with window:
-            try:
-                await layer.group_send(group(agent_id), event)
-            except Exception:
-                logger.warning("could not reach task agent %s; it reconciles when it reconnects", agent_id)
-
-    async def send_all() -> None:
-        # One hop into async for all agents, and their sends overlapped: each group_send is a few
-        # Redis round trips, so 1,000 agents one after the other took seconds (make bench-tasks).
-        await asyncio.gather(*(send_one(agent_id) for agent_id in ids))
-
-    async_to_sync(send_all)()
+    event = {"type": "hub.message", "ids": ids, "text": json.dumps(content, separators=(",", ":"))}
+    try:
+        async_to_sync(layer.group_send)(HUB_GROUP, event)
+    except Exception:
+        logger.warning("could not reach %d task agent(s); they reconcile when they reconnect", len(ids))
 
 
 def announce_changed(task: Task, old_agent_ids: Iterable[int]) -> None:

@@ -275,3 +275,16 @@ def test_the_cache_and_the_store_share_one_circuit_per_redis_server(redis_proxy,
     cache.get("anything")  # waits one timeout, opens the circuit
     assert store.queries_for_host(1) == {}  # answered at once: the circuit is already open
     assert time.monotonic() - started < 1.8
+
+
+def test_every_cache_object_of_a_process_shares_one_redis_client(settings):
+    """Found by make bench-tasks: Django makes a cache object per async context, and each built a
+    Redis connection pool of its own, so 3,000 WebSocket sessions held 3,000 Redis connections."""
+    if not settings.REDIS_URL:
+        pytest.skip("the embedded default has no Redis cache")
+    from django.core.cache import caches
+
+    first, second = caches.create_connection("default"), caches.create_connection("default")
+    assert first is not second and first._cache is second._cache
+    first.set("shared-client", 1)
+    assert second.get("shared-client") == 1

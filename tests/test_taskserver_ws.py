@@ -222,3 +222,47 @@ def test_heartbeats_are_written_in_one_batch_and_never_revive_an_offline_agent(
     assert TaskAgent.objects.filter(last_seen_at__gt=long_ago).count() == 1499
     assert not TaskAgent.objects.get(pk=agents[0].pk).online
     assert sessions.seen_buffer.flush() == 0  # nothing noted since
+
+
+async def test_a_change_is_one_layer_message_per_process_whatever_the_number_of_agents():
+    """Found by make bench-tasks: a message per agent took seconds to reach 1,000 agents and a
+    burst of changes overflowed the layer. Now each process's hub gets one and fans it out."""
+    from channels.layers import get_channel_layer
+
+    from taskserver import hub, live
+
+    class FakeSession:
+        def __init__(self) -> None:
+            self.frames: list[str] = []
+
+        async def send(self, text_data: str | None = None) -> None:
+            self.frames.append(text_data)
+
+    layer = get_channel_layer()
+    local = hub.local_hub(layer)
+    sessions_by_agent = {agent_id: FakeSession() for agent_id in range(1, 1001)}
+    for agent_id, session in sessions_by_agent.items():
+        local.add(agent_id, session)
+    calls = []
+    original = layer.group_send
+
+    async def counting_group_send(group_name, message):
+        calls.append(group_name)
+        await original(group_name, message)
+
+    layer.group_send = counting_group_send
+    try:
+        await asyncio.sleep(0.05)  # the hub joins its group
+        content = live.message("task_remove", {"id": 7})
+        await sync_to_async(live.send)(range(1, 1001), content)
+        for _ in range(100):
+            if all(s.frames for s in sessions_by_agent.values()):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        layer.group_send = original
+        for task in local._tasks:
+            task.cancel()
+    assert calls == [live.HUB_GROUP]
+    assert all(json.loads(s.frames[0]) == content for s in sessions_by_agent.values())
+    assert all(len(s.frames) == 1 for s in sessions_by_agent.values())
