@@ -3,11 +3,12 @@
 One server for the whole run (session fixture ``fleet``): a fresh database (SQLite in a temporary
 directory, or the MariaDB database and Redis index named by ``E2E_DATABASE_URL`` /
 ``E2E_REDIS_URL``), migrated, with the users, a team, a saved query and a pack the tests need;
-then daphne (``fleet.asgi``, as ``make run`` serves the console and its WebSockets) on 127.0.0.1
-and a free port, and ``manage.py simulate_hosts`` with ``HOSTS`` agents checking in every second,
-so live queries finish in a few seconds. Tests talk to the server only through the browser; they
-read the database (the ORM, configured like the server) for the numbers they expect. Both
-processes are stopped by process id at the end, and their logs are copied to ``test-results/``.
+then the server ``make run`` starts (``fleet.embedded_server``: the console over HTTP and its
+WebSockets in one process) on 127.0.0.1 and a free port, and ``manage.py simulate_hosts`` with
+``HOSTS`` agents checking in every second, so live queries finish in a few seconds. Tests talk to
+the server only through the browser; they read the database (the ORM, configured like the server)
+for the numbers they expect. Both processes are stopped by process id at the end, and their logs
+are copied to ``test-results/``.
 
 This run never shares a process with the unit suite (``tests/``): pytest-playwright's event loop
 breaks pytest-asyncio's tests, so ``e2e/pytest.ini`` is a run of its own (``make e2e``).
@@ -60,7 +61,6 @@ os.environ.update(
         "DJANGO_SECRET_KEY": "e2e-only-secret-key-not-for-production-0123456789abcdef",
         "DJANGO_DEBUG": "false",
         "DJANGO_SECURE_SSL_REDIRECT": "false",
-        "DATABASE_CONN_MAX_AGE": "0",  # as make run: daphne must not keep connections per thread
         "OSQUERY_SEEN_FLUSH_INTERVAL": "0.5",  # hosts show online half a second after checking in
         "LOG_LEVEL": "WARNING",
     }
@@ -205,7 +205,7 @@ def fleet(results_dir: Path) -> Iterator[Fleet]:
     try:
         with open(logs["server"], "wb") as out:
             server = subprocess.Popen(
-                [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "fleet.asgi:application"],
+                [PY, "-m", "fleet.embedded_server", "--port", str(port)],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         children.append(server)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -37,7 +37,11 @@ def bad_request(request: HttpRequest, exception: Any = None) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": message}, status=400)
     referer = request.headers.get("Referer", "")
-    same_site = url_has_allowed_host_and_scheme(referer, {request.get_host()})
+    try:
+        host = request.get_host()
+    except DisallowedHost:  # the very reason for this 400: asking again would raise a 500
+        host = ""
+    same_site = bool(host) and url_has_allowed_host_and_scheme(referer, {host})
     back = referer if same_site else reverse("admin:index")
     context = {"title": "Request not read", "message": message, "back": back, "site_header": "Fleet"}
     return TemplateResponse(request, "400.html", context, status=400).render()

@@ -21,8 +21,14 @@ VAR_DIR = Path(env.str("FLEET_VAR_DIR", default=str(BASE_DIR / "var")))
 DATABASE_URL = env.str("DATABASE_URL", default="")
 REDIS_URL = env.str("REDIS_URL", default="")
 EMBEDDED = not DATABASE_URL and not REDIS_URL
+# Worker threads of the embedded default's one server process (fleet/embedded_asgi.py): requests
+# that wait (the synchronous live-query API, slow clients' bodies) each hold one.
+EMBEDDED_SERVER_THREADS = env.int("FLEET_SERVER_THREADS", default=16)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# scripts/bench.py only: serves the floor view (/bench/floor) and tells agents whether their node
+# key was a cache hit (X-Fleet-Node-Key-Cache). Never set in production.
+BENCH_MODE = env.bool("FLEET_BENCH", default=False)
 
 
 def _secret_key() -> str:
@@ -141,7 +147,7 @@ if DATABASE_URL:
     _db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 else:
     _db = {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": "fleet.sqlite_backend",  # Django's, with writers queued in-process (its docstring)
         "NAME": env.str("SQLITE_PATH", default=str(VAR_DIR / "db.sqlite3")),
         "OPTIONS": {
             "timeout": 20,
@@ -152,6 +158,9 @@ else:
         # server thread its own connection, as in production, instead of one shared connection
         # that concurrent agents trip over ("cannot start a transaction within a transaction").
         "TEST": {"NAME": env.str("SQLITE_TEST_PATH", default=str(VAR_DIR / "test_db.sqlite3"))},
+        # The embedded server runs requests on a fixed pool of threads (fleet/wsgi_bridge.py):
+        # each keeps its connection instead of opening one (and setting its pragmas) per request.
+        "CONN_MAX_AGE": env.int("DATABASE_CONN_MAX_AGE", default=60),
     }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

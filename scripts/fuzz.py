@@ -8,7 +8,7 @@ true`` makes it re-enroll, and an empty or non-JSON reply to a failure reads as 
 are then lost), so those are the defects counted here.
 
 Steps: start the server under test (``--shape production``: gunicorn with 2 sync workers on
-MariaDB + Redis; ``--shape embedded``: one daphne process on SQLite with in-memory cache and
+MariaDB + Redis; ``--shape embedded``: the ``make run`` server process on SQLite with in-memory cache and
 channel layer, as ``make run``; or ``--url`` for a server already running), enroll ``--hosts``
 simulated agents (the simulator's code) and let each answer its detail queries once, then send
 ``--requests`` requests from a plan fixed by ``--seed``, ``--concurrency`` at a time: valid
@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 import fuzzrecord  # noqa: E402  (scripts/fuzzrecord.py, beside this file)
 from servers import (  # noqa: E402  (scripts/servers.py, beside this file)
     PY,
-    DaphneServer,
+    EmbeddedServer,
     Server,
     children_of,
     mariadb_available,
@@ -1878,7 +1878,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--shape",
         choices=("auto", "production", "embedded"),
         default="auto",
-        help="production: gunicorn (2 sync workers) + MariaDB + Redis; embedded: one daphne, "
+        help="production: gunicorn (2 sync workers) + MariaDB + Redis; embedded: make run's server, "
         "SQLite, in-memory cache and channel layer (make run); auto: production when MariaDB and "
         "Redis answer, else embedded",
     )
@@ -1937,8 +1937,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             server = Server(args.workers, "mariadb", "redis", tmp / "server", **options)
         else:
-            server = DaphneServer("sqlite", "none", tmp / "server", **options)
-            server.env["DATABASE_CONN_MAX_AGE"] = "0"
+            server = EmbeddedServer("sqlite", "none", tmp / "server", **options)
         url, log_path = server.url, server.log_path
         memory = Memory(server.pids)
     summary: dict[str, Any] = {"target": url, "shape": shape, "seed": args.seed, "hosts": args.hosts}

@@ -1,8 +1,9 @@
 """``make run``: the whole product on the embedded default, in one terminal.
 
 Migrates SQLite, prepares the demo (admin login, enroll secret, self-signed certificate), starts
-one daphne process serving HTTP on ``PORT`` and HTTPS on ``TLS_PORT`` (console, REST, agent API
-and WebSockets: the in-memory channel layer only reaches consumers in the same process), and
+one server process (``fleet.embedded_server``: uvicorn, HTTP handed to Django's WSGI handler)
+serving HTTP on ``PORT`` and HTTPS on ``TLS_PORT`` (console, REST, agent API and WebSockets: the
+in-memory channel layer, cache and live-query store are shared only within a process), and
 ``DEMO_HOSTS`` simulated hosts that enroll over HTTPS: osquery, and orbit beside it (scripts,
 lock and wipe, a Fleet Desktop token, update checks against the demo TUF repository). The first
 ``DEMO_MACS`` of them are Macs that also enroll in Apple MDM (set up with a stand-in push
@@ -109,7 +110,7 @@ def main() -> None:
     )
 
     children: list[subprocess.Popen] = []
-    env = {**os.environ, "DATABASE_CONN_MAX_AGE": "0", "TLS_PORT": str(tls_port)}
+    env = {**os.environ, "TLS_PORT": str(tls_port)}
     if demo_macs > 0:
         # Profiles turn "verified" when osquery's macos_profiles detail query sees them on the Mac;
         # hourly by default, every two minutes here so the demo shows it (25 hosts: no load to speak of).
@@ -119,10 +120,8 @@ def main() -> None:
         print(f"note: BIND={bind}: accepting requests for {env['DJANGO_ALLOWED_HOSTS']}")
     server = subprocess.Popen(
         [
-            PYTHON, "-m", "daphne", "-v", "0",
-            "-b", bind, "-p", str(port),
-            "-e", f"ssl:{tls_port}:privateKey={demo['key']}:certKey={demo['cert']}:interface={bind}",
-            "fleet.asgi:application",
+            PYTHON, "-m", "fleet.embedded_server", "--bind", bind, "--port", str(port),
+            "--tls-port", str(tls_port), "--cert", demo["cert"], "--key", demo["key"],
         ],
         cwd=ROOT,
         env=env,

@@ -265,3 +265,16 @@ class DaphneServer(Server):
             str(self.port),
             "fleet.asgi:application",
         ]
+
+
+class EmbeddedServer(Server):
+    """The embedded default's server as ``make run`` starts it (``fleet.embedded_server``): HTTP
+    and WebSockets in one process, HTTP through Django's WSGI handler."""
+
+    name = "embedded"
+
+    def __init__(self, db: str, cache: str, tmp: Path, **kwargs: str) -> None:
+        super().__init__(1, db, cache, tmp, **kwargs)
+
+    def command(self) -> list[str]:
+        return [PY, "-m", "fleet.embedded_server", "--port", str(self.port)]

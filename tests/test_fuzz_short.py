@@ -1,7 +1,7 @@
 """A short seeded run of ``scripts/fuzz.py``: no agent request may get a reply osquery misreads.
 
 The fuzzer starts a server of its own, in the shape this suite runs against: gunicorn + MariaDB
-+ Redis when DATABASE_URL/REDIS_URL are set (the MariaDB+Redis CI run), else one daphne process
++ Redis when DATABASE_URL/REDIS_URL are set (the MariaDB+Redis CI run), else make run's server process
 on SQLite (the embedded default). It uses its own temporary directory, MariaDB database
 (``fleet_fuzz_test``) and Redis database index (7; the suite uses 15), so it cannot disturb the
 other tests. docs/fuzzing.md explains the classes it counts.
