@@ -11,7 +11,7 @@ DEMO_AGENT ?= 1
 PYTEST_ARGS ?= -n 2
 export PORT TLS_PORT DEMO_HOSTS DEMO_MACS DEMO_AGENT
 
-.PHONY: setup setup-mysql chromium run test e2e test-mysql lint bench bench-console fuzz soak clean bench-tasks
+.PHONY: setup setup-mysql chromium run test e2e test-mysql lint bench bench-console fuzz soak clean bench-tasks bench-embedded
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,3 +74,13 @@ bench-console: setup
 bench-tasks: setup
 	-$(MAKE) setup-mysql
 	$(PY) scripts/bench_tasks.py $(BENCH_ARGS)
+
+# The deployment files checked offline: compose config, yamllint, kubernetes-validate, nginx -t when
+# nginx is installed (deploy/validate.sh, which .ci/run also runs; docs/deployment.md).
+.PHONY: validate-deploy
+validate-deploy:
+	bash deploy/validate.sh
+
+# make run's one server process at 5,000 simulated hosts with a live query (docs/benchmarks.md).
+bench-embedded: setup
+	$(PY) scripts/bench_embedded.py $(BENCH_ARGS)

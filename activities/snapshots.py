@@ -153,6 +153,14 @@ def _host_name(host: Any) -> str:
     return host.computer_name or host.hostname or host.osquery_host_id
 
 
+def _usage_switch(fleet_settings: Any) -> dict[str, Any]:
+    """The settings page's usage statistics checkbox, which the usage app keeps in its own row."""
+    from usage.models import UsageStatistics
+
+    enabled = UsageStatistics.objects.filter(pk=1).values_list("enabled", flat=True).first()
+    return {"enable_analytics": enabled is not False}  # Fleet's server_settings.enable_analytics
+
+
 _ENROLL = {
     "created": "edited_enroll_secrets",
     "edited": "edited_enroll_secrets",
@@ -199,6 +207,7 @@ DESCRIPTIONS: dict[str, Description] = {
         "fleet_settings",
         name=lambda s: "Fleet settings",
         team=lambda s: None,
+        extras=_usage_switch,
         types={"created": "edited_agent_options", "edited": "edited_agent_options"},
         details=lambda s: {"global": True, "team_id": None, "team_name": None},
     ),

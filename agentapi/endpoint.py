@@ -38,6 +38,9 @@ Handler = Callable[[HttpRequest, dict[str, Any]], "dict[str, Any] | HttpResponse
 # Bodies up to this size are parsed before their credential is checked (it costs less than the
 # check); larger ones must show a valid credential first, found in the raw bytes.
 PREAUTH_BODY_SIZE = 64 * 1024
+# Bench mode only (settings.BENCH_MODE): "hit" or "miss", whether the node-key lookup needed the
+# database, so scripts/bench.py measures the miss rate the server really had.
+NODE_KEY_CACHE_HEADER = "X-Fleet-Node-Key-Cache"
 
 
 class Credential:
@@ -109,6 +112,7 @@ def agent_endpoint(
                 response = error_response(AgentError("the agent API only accepts POST", status=405))
                 response["Allow"] = "POST"
                 return response
+            misses = nodekeys.MISSES
             try:
                 _preauthenticate(request, credential, None)
                 raw = read_body(request, settings.OSQUERY[limit_setting])
@@ -137,7 +141,10 @@ def agent_endpoint(
             except Exception:
                 logger.exception("unexpected error on %s", request.path)
                 return error_response(AgentError("internal server error", status=500))
-            return result if isinstance(result, HttpResponse) else json_response(result)
+            response = result if isinstance(result, HttpResponse) else json_response(result)
+            if settings.BENCH_MODE:
+                response[NODE_KEY_CACHE_HEADER] = "miss" if misses != nodekeys.MISSES else "hit"
+            return response
 
         return view
 

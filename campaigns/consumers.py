@@ -111,8 +111,11 @@ class CampaignConsumer(AsyncJsonWebsocketConsumer):
             await self._fail("forbidden: only the campaign's creator and admins may watch it", 4003)
             return
         await self.channel_layer.group_add(stream.group_name(self.campaign_id), self.channel_name)
-        stored = await database_sync_to_async(self._stored_answers)()
+        # The campaign before its answers: a campaign read as finished has every answer stored, so
+        # the status below never says "finished" ahead of an answer still to come (the last answer
+        # can land between the two reads); one read as running is ended later by a group event.
         campaign = await database_sync_to_async(Campaign.objects.get)(pk=self.campaign_id)
+        stored = await database_sync_to_async(self._stored_answers)()
         self.counts = _Counts(campaign)
         await self.send_json({"type": "totals", "data": services.totals(campaign)})
         for result in stored:

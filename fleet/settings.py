@@ -86,12 +86,18 @@ INSTALLED_APPS = [
     "mdm",  # Apple MDM: SCEP, check-in and commands, APNs, configuration profiles (docs/apple-mdm.md)
     "users",  # console users, roles, invitations, password rules, `manage.py user` (docs/users.md)
     "taskserver",  # tasks on task agents that stay connected, agent keys, metric destinations (docs/tasks.md)
+    "usage",  # anonymous usage statistics, opt-out (docs/usage-statistics.md)
 ]
 
 MIDDLEWARE = [
+    # Agent requests by endpoint and status, check-in latency (docs/metrics.md); outermost, cheap.
+    "fleet.request_metrics.AgentRequestMetricsMiddleware",
     "agentapi.middleware.AgentJsonErrorsMiddleware",
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # osquery and orbit endpoints are served from here: what follows is for people (and
+    # django-prometheus' per-view metrics); agent requests are counted above.
+    "agentapi.middleware.AgentFastPathMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -416,7 +422,13 @@ OSQUERY = {
     "LABEL_UPDATE_INTERVAL": env.int("OSQUERY_LABEL_UPDATE_INTERVAL", default=3600),
     "MAX_JITTER_PERCENT": env.int("OSQUERY_MAX_JITTER_PERCENT", default=10),
     "ENROLL_COOLDOWN": env.int("OSQUERY_ENROLL_COOLDOWN", default=0),
-    "NODE_KEY_CACHE_TTL": env.int("OSQUERY_NODE_KEY_CACHE_TTL", default=180),
+    # A host's cached check-in state lives this long, renewed while the host is active and dropped
+    # whenever an input changes (hosts/nodekeys.py); a short lifetime only adds misses.
+    "NODE_KEY_CACHE_TTL": env.int("OSQUERY_NODE_KEY_CACHE_TTL", default=24 * 3600),
+    # Per-process caches (the embedded default) learn of other processes' changes through this file.
+    "NODE_KEY_CHANGE_STAMP_FILE": env.str(
+        "OSQUERY_NODE_KEY_CHANGE_STAMP_FILE", default=str(VAR_DIR / "run" / "nodekeys.stamp")
+    ),
     "SEEN_FLUSH_INTERVAL": env.float("OSQUERY_SEEN_FLUSH_INTERVAL", default=5.0),
     "MAX_ENROLL_SIZE": env.int("OSQUERY_MAX_ENROLL_SIZE", default=1 << 20),
     "MAX_REQUEST_SIZE": env.int("OSQUERY_MAX_REQUEST_SIZE", default=1 << 20),
@@ -508,6 +520,9 @@ SCRIPTS = {
 
 # --- Metrics and logging ---------------------------------------------------------------------
 METRICS_TOKEN = secret("METRICS_TOKEN") or ""
+# /metrics' database gauges (hosts by status, script runs...) are computed at most this often, kept
+# in the shared cache: each is a GROUP BY over its whole table (docs/metrics.md).
+METRICS_STATE_CACHE_SECONDS = env.float("METRICS_STATE_CACHE_SECONDS", default=30.0)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -638,3 +653,23 @@ TASKSERVER = {
 # Seconds the points of the metrics agents send to the `server` destination are kept (charts,
 # REST); /metrics exports series seen within it (taskserver/metric_store.py, docs/tasks.md).
 TASKSERVER_METRICS_RETENTION = env.int("TASKSERVER_METRICS_RETENTION", default=6 * 3600)
+
+# --- Anonymous usage statistics (usage/, docs/usage-statistics.md) ---------------------------------
+# Fleet's usage analytics: on unless FLEET_USAGE_STATISTICS_ENABLED=false (which wins over the
+# console's checkbox), sent at most every FREQUENCY seconds to URL. This project runs no collector,
+# so URL is empty by default and nothing is sent until an operator (or a fork) sets one.
+USAGE_STATISTICS = {
+    "ENABLED": env.bool("FLEET_USAGE_STATISTICS_ENABLED", default=True),
+    "URL": env.str("FLEET_USAGE_STATISTICS_URL", default=""),
+    "FREQUENCY": 24 * 3600.0,
+    # Beat (and, on the embedded default, each server process) looks this often whether a send is
+    # due, as Fleet's hourly `stats` cron does; a failed attempt is retried after as long.
+    "CHECK_INTERVAL": 3600.0,
+    "CONNECT_TIMEOUT": 5.0,
+    "TIMEOUT": 10.0,  # the whole POST, connect included
+}
+CELERY_BEAT_SCHEDULE["usage-send-statistics"] = {
+    "task": "usage.send_statistics",
+    "schedule": USAGE_STATISTICS["CHECK_INTERVAL"],
+    "options": {"expires": USAGE_STATISTICS["CHECK_INTERVAL"]},
+}

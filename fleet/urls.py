@@ -1,6 +1,8 @@
 """Top-level URLs: one module per surface (agents, REST, console, health and metrics)."""
 
+from django.conf import settings
 from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
@@ -21,3 +23,12 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
 ]
 handler400 = "fleet.errors.bad_request"
+
+if settings.BENCH_MODE:  # scripts/bench.py sets FLEET_BENCH: production never serves this
+
+    def bench_floor(request: HttpRequest) -> JsonResponse:
+        """The cheapest view there is (a constant JSON answer through every middleware): the floor
+        agent requests are measured against."""
+        return JsonResponse({"status": "ok"})
+
+    urlpatterns.insert(0, path("bench/floor", bench_floor, name="bench-floor"))

@@ -55,6 +55,8 @@ from hostscripts import access as script_access
 from hostscripts import services as script_services
 from hostscripts.admin_views import run_script_hosts
 from software.filters import SoftwareHostListFilter
+from usage.console import FIELDSET as USAGE_FIELDSET
+from usage.console import UsageStatisticsSettingsAdmin
 
 STATUS_COLOURS = {
     HostStatus.ONLINE: "#1a7f37",
@@ -469,8 +471,8 @@ class HostAdmin(CappedPaginationAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(FleetSettings)
-class FleetSettingsAdmin(admin.ModelAdmin):
-    """A single row: the list page goes straight to it."""
+class FleetSettingsAdmin(UsageStatisticsSettingsAdmin, admin.ModelAdmin):
+    """A single row: the list page goes straight to it (usage statistics: ``usage.console``)."""
 
     form = FleetSettingsForm
     fieldsets = [
@@ -488,6 +490,7 @@ class FleetSettingsAdmin(admin.ModelAdmin):
         ),
         ("Scripts", {"fields": ["scripts_disabled"]}),
         ("Agent options", {"fields": ["agent_options"]}),
+        USAGE_FIELDSET,
     ]
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:

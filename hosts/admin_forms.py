@@ -17,6 +17,7 @@ from django.db import models
 from hosts import services
 from hosts.agent_options import validate_agent_options
 from hosts.models import EnrollSecret, FleetSettings, Team
+from usage.console import UsageSwitchFormMixin
 
 
 class PrettyJSONField(forms.JSONField):
@@ -165,7 +166,7 @@ def https_urls(field: Any, **kwargs: Any) -> forms.Field | None:
     return field.formfield(**kwargs)
 
 
-class FleetSettingsForm(forms.ModelForm):
+class FleetSettingsForm(UsageSwitchFormMixin, forms.ModelForm):  # + the usage statistics checkbox
     agent_options = PrettyJSONField(
         required=False,
         help_text="Sent to every host without team options: config (osquery options, decorators), "

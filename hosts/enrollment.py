@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from fleet.metrics import count_enrollment
 from hosts import details, nodekeys, seen
 from hosts.models import NEVER, EnrollSecret, Host, secret_digest
 
@@ -99,6 +100,7 @@ def enroll_osquery(
         nodekeys.forget([old_hash])
     state = nodekeys.remember(host)
     seen.mark_seen(host.id, state.online_interval)
+    count_enrollment("osquery", created)
     return Enrolled(host=host, node_key=node_key, created=created)
 
 
@@ -204,14 +206,16 @@ def enroll_orbit(
     orbit_key = nodekeys.new_node_key()
     now = timezone.now()
     with transaction.atomic():
-        host = _orbit_host(identifier, enroll_secret.team_id, now, orbit_key, hardware_uuid, hardware_serial,
-                           hostname, platform, computer_name, hardware_model)  # fmt: skip
+        host, created = _orbit_host(identifier, enroll_secret.team_id, now, orbit_key, hardware_uuid,
+                                    hardware_serial, hostname, platform, computer_name,
+                                    hardware_model)  # fmt: skip
     nodekeys.forget([host.node_key_hash])
+    count_enrollment("orbit", created)
     return host, orbit_key
 
 
-def _orbit_host(identifier: str, team_id: int | None, now, orbit_key: str, *values: str) -> Host:
-    host, _ = _upsert_host(identifier, team_id, now, "", {}, values[0])
+def _orbit_host(identifier: str, team_id: int | None, now, orbit_key: str, *values: str) -> tuple[Host, bool]:
+    host, created = _upsert_host(identifier, team_id, now, "", {}, values[0])
     hardware_uuid, hardware_serial, hostname, platform, computer_name, hardware_model = values
     host.orbit_node_key_hash = nodekeys.hash_node_key(orbit_key)
     host.team_id = team_id
@@ -230,4 +234,4 @@ def _orbit_host(identifier: str, team_id: int | None, now, orbit_key: str, *valu
     # Only these columns: osquery enrolls the same host at the same moment on a real machine, and
     # a full save would write back the node key it read before osquery's enrolment changed it.
     host.save(update_fields=changed)
-    return host
+    return host, created

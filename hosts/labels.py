@@ -205,6 +205,7 @@ def ensure_builtin_labels() -> list[int]:
     """Create the builtin labels if missing and fill them (the data migration does it too)."""
     ids = install(Label, LabelMembership, Host)
     cache.delete_many([_BUILTIN_KEY, _DYNAMIC_KEY])
+    nodekeys.forget_all()  # every host's label_ids may have changed
     return ids
 
 

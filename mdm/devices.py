@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from hosts import nodekeys
 from hosts.models import NEVER, Host
 from mdm.models import Enrollment
 
@@ -34,6 +35,7 @@ def host_for(enrollment: Enrollment, team_id: int | None) -> Host:
     elif host.team_id != team_id:
         host.team_id = team_id
         host.save(update_fields=["team"])
+        nodekeys.forget([host.node_key_hash])  # its osquery gets the new team's config at once
     return host
 
 

@@ -35,6 +35,8 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from fleet.metrics import count_log_lines
+
 logger = logging.getLogger(__name__)
 PLUGINS = ("filesystem", "stdout", "webhook", "nats")
 
@@ -521,6 +523,9 @@ def deliver(log_type: str, lines: Sequence[dict[str, Any]]) -> None:
         except DeliveryError as exc:
             logger.warning("%s log delivery failed: %s", log_type, exc)
             errors.append(str(exc))
+            count_log_lines(log_type, destination.name, len(encoded), delivered=False)
+        else:
+            count_log_lines(log_type, destination.name, len(encoded), delivered=True)
     if errors:
         raise DeliveryError("; ".join(errors))
 

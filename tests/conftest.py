@@ -28,6 +28,7 @@ def _clean_process_state(settings, tmp_path):
         "RESULT_LOG_FILE": str(tmp_path / "osquery_result.log"),
         "STATUS_LOG_FILE": str(tmp_path / "osquery_status.log"),
         "SEEN_FLUSH_INTERVAL": 3600.0,
+        "NODE_KEY_CHANGE_STAMP_FILE": str(tmp_path / "nodekeys.stamp"),
     }
     # Apple MDM: no CA unless a test sets one up, and never the developer's own var/mdm.
     settings.MDM = {**settings.MDM, "DIR": str(tmp_path / "mdm")}

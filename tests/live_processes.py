@@ -1,12 +1,15 @@
 """Real processes for tests that need more than one: daphne servers on this test's database, task
-agents as their own programs, and a failover TCP proxy standing in for a load balancer.
+agents as their own programs, and a failover TCP proxy standing in for a load balancer; also
+gunicorn and Celery as production runs them.
 
-Everything binds 127.0.0.1 and is stopped by its process id (``stop``), in the test's ``finally``.
+Everything binds 127.0.0.1 and is stopped by its process id (``stop``), in the test's ``finally``;
+gunicorn and Celery run in process groups of their own, stopped by that group's id (``stop_group``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -160,6 +163,13 @@ class FailoverProxy:
             self._loop.run_forever()
         finally:
             server.close()
+            # Close the connections still piped, rather than leave their tasks pending in a dead
+            # loop ("Task was destroyed but it is pending!" at exit).
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for backend in self.backends:
@@ -183,3 +193,80 @@ class FailoverProxy:
             pass
         finally:
             writer.close()
+
+
+# --- the production shape: gunicorn and Celery (each its own process group) -----------------------
+
+
+def _start_group(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """A child in a session (process group) of its own, so :func:`kill_group` and
+    :func:`stop_group` reach its forked workers too, and nothing else."""
+    log = open(log_path, "wb")  # noqa: SIM115 - the child holds it; closed with the process
+    process = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    log.close()
+    return process
+
+
+def start_gunicorn(
+    env: dict[str, str], log_path: Path, workers: int = 1, threads: int = 4
+) -> tuple[subprocess.Popen, str]:
+    """gunicorn serving ``fleet.wsgi`` as production runs it (gthread, the metrics hooks), not yet
+    waited for (see :func:`wait_healthy`), and its URL. Stop it with :func:`stop_group`."""
+    port = free_port()
+    process = _start_group(
+        [sys.executable, "-m", "gunicorn", "-c", "python:fleet.gunicorn_conf", "fleet.wsgi:application",
+         "-b", f"127.0.0.1:{port}", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
+         "--timeout", "150", "--graceful-timeout", "5", "--log-level", "warning"],
+        env, log_path,
+    )  # fmt: skip
+    return process, f"http://127.0.0.1:{port}"
+
+
+def start_celery(
+    env: dict[str, str], log_path: Path, role: str, schedule: Path | None = None
+) -> subprocess.Popen:
+    """``celery -A fleet worker`` (threads pool, two threads) or ``beat`` (``schedule``: its state
+    file). Stop it with :func:`stop_group`."""
+    argv = [sys.executable, "-m", "celery", "-A", "fleet", role, "-l", "info"]
+    if role == "worker":
+        argv += ["--pool", "threads", "--concurrency", "2", "--without-gossip", "--without-mingle"]
+    elif role == "beat":
+        assert schedule is not None, "beat needs a schedule file"
+        argv += ["-s", str(schedule)]
+    else:
+        raise ValueError(f"unknown Celery role {role!r}")
+    return _start_group(argv, env, log_path)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a child started in its own process group (:func:`start_gunicorn`,
+    :func:`start_celery`) with every process it forked: a machine that dies."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def stop_group(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """Stop a child started in its own process group: SIGTERM to the group, SIGKILL to it after
+    ``timeout`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:  # not reaped yet, so the group id is still this child's
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a server's log, for a failure message."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.splitlines()[-lines:])

@@ -218,6 +218,7 @@ def test_beat_schedule_names_registered_tasks_with_configured_periods():
         "updates.refresh_timestamp",
         "mdm.push_pending",
         "mdm.reconcile_profiles",
+        "usage.send_statistics",
     }
     registered = set(celery_app.tasks.keys())
     assert {entry["task"] for entry in schedule.values()} <= registered
@@ -228,6 +229,7 @@ def test_beat_schedule_names_registered_tasks_with_configured_periods():
     assert periods["updates.refresh_timestamp"] == settings.AGENT_UPDATES["TIMESTAMP_CHECK_INTERVAL"]
     assert periods["mdm.push_pending"] == settings.MDM["REPUSH_INTERVAL"]
     assert periods["mdm.reconcile_profiles"] == settings.MDM["RECONCILE_INTERVAL"]
+    assert periods["usage.send_statistics"] == settings.USAGE_STATISTICS["CHECK_INTERVAL"]
     assert celery_app.conf.beat_schedule == schedule
 
 

@@ -29,6 +29,7 @@ REQUIRED = {
     "DJANGO_BEHIND_PROXY",
     "FLEET_VAR_DIR",
     "METRICS_TOKEN",
+    "FLEET_SERVER_PRIVATE_KEY",
 }
 
 pytestmark = pytest.mark.slow
@@ -58,8 +59,9 @@ def mysql_driver_installed() -> bool:
 
 def production_env(tmp_path: Path) -> dict[str, str]:
     variables = read_env_file(ENV_EXAMPLE)
-    variables["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
-    variables["METRICS_TOKEN"] = secrets.token_urlsafe(32)
+    for name, value in variables.items():  # every secret the example leaves as a placeholder
+        if value.startswith("replace-me"):
+            variables[name] = secrets.token_urlsafe(50)
     variables["FLEET_VAR_DIR"] = str(tmp_path)
     if not mysql_driver_installed():
         variables["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
@@ -130,6 +132,22 @@ def test_check_deploy_fails_with_the_placeholder_secret_key(tmp_path):
     result = manage(tmp_path, variables, "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode != 0
     assert "security.W009" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["DJANGO_SECRET_KEY", "FLEET_SERVER_PRIVATE_KEY"])
+def test_placeholder_secrets_stop_migrate(tmp_path, name):
+    """A template's placeholder is an error, not a warning: `migrate` (and so the Kubernetes
+    pods, which wait for `migrate --check`) refuses to run with it, whatever its length."""
+    variables = production_env(tmp_path)
+    variables[name] = "replace-me-" + "x" * 60
+    result = manage(tmp_path, variables, "check")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "fleet.E002" in output and name in output
+
+    variables.pop("DATABASE_URL"), variables.pop("REDIS_URL")  # the embedded default: no check
+    result = manage(tmp_path, variables, "check")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_production_is_safe_with_only_the_required_variables(tmp_path):

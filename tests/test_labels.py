@@ -410,7 +410,7 @@ def test_check_in_query_count_does_not_grow_with_labels(client, global_secret, l
     cache.clear()
     with CaptureQueriesContext(connection) as cold:
         probe.authed("distributed/read")
-    assert len(cold) == 2  # the node key, the host's label ids: labels are not due, no label list needed
+    assert len(cold) == 1  # the node key (joined to the host's label ids): labels are not due, no label list
 
 
 # --- console ------------------------------------------------------------------------------------------------

@@ -7,9 +7,15 @@ shares the machine with the server under test.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+
+LATENCY_BOUNDS = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2,
+    0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+)  # fmt: skip
 
 
 @dataclass
@@ -32,14 +38,31 @@ class Stats:
     mdm_pushes: int = 0
     started: float = field(default_factory=time.monotonic)
     last_errors: list[str] = field(default_factory=list)
+    # Requests by latency bucket (LATENCY_BOUNDS, seconds; one more for slower): a bisect and an
+    # increment per request, cheap enough for thousands of agents, and enough for a p99.
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
 
     def record(self, endpoint: str, ok: bool, elapsed: float, error: str = "") -> None:
         self.requests[endpoint] += 1
         self.latency_total += elapsed
+        self.latency_buckets[bisect.bisect_left(LATENCY_BOUNDS, elapsed)] += 1
         if not ok:
             self.failures[endpoint] += 1
             if error:
                 self.last_errors = [*self.last_errors[-4:], f"{endpoint}: {error}"]
+
+    def latency_percentile(self, p: float) -> float:
+        """The upper bound (seconds) of the bucket holding the p-th percentile request; inf past
+        the last bound."""
+        total = sum(self.latency_buckets)
+        if not total:
+            return 0.0
+        wanted, seen = p / 100 * total, 0
+        for index, count in enumerate(self.latency_buckets):
+            seen += count
+            if seen >= wanted:
+                return LATENCY_BOUNDS[index] if index < len(LATENCY_BOUNDS) else float("inf")
+        return float("inf")
 
     @property
     def total_requests(self) -> int:
@@ -65,6 +88,8 @@ class Stats:
             "mdm_enrollments": self.mdm_enrollments,
             "mdm_commands": dict(self.mdm_commands),
             "mdm_pushes": self.mdm_pushes,
+            "latency_p50_ms": round(self.latency_percentile(50) * 1000, 1),
+            "latency_p99_ms": round(self.latency_percentile(99) * 1000, 1),
         }
 
 

@@ -8,6 +8,7 @@ the certificates ``manage.py mdm setup --dev`` wrote under ``FLEET_MDM_DIR`` (re
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,9 @@ class Command(BaseCommand):
         parser.add_argument("--node-key-file", help="Read node keys from / save them to this JSON file.")
         parser.add_argument("--only-enroll", action="store_true", help="Enroll all hosts, then exit.")
         parser.add_argument("--progress-interval", type=float, default=5.0)
+        parser.add_argument(
+            "--stats-file", default="", help="At the end, write the totals (latency p50/p99 too) as JSON."
+        )
         orbit = parser.add_argument_group("orbit (fleetd)")
         orbit.add_argument(
             "--orbit",
@@ -183,6 +187,8 @@ class Command(BaseCommand):
         )
         stats = run_simulation(config, out=self.stdout.write)
         self.stdout.write(self.style.SUCCESS(f"done: {stats.as_dict()}"))
+        if opts["stats_file"]:
+            Path(opts["stats_file"]).write_text(json.dumps(stats.as_dict(), indent=1))
 
     def _mdm_settings(self, opts: dict[str, Any]) -> MdmSettings | None:
         from django.conf import settings
