@@ -226,8 +226,8 @@ def load_report_lines() -> list[str]:
         "Not measured yet (issue 13, open): the realistic mix (check-in every 10 s, config every 60 s, "
         "logs every 10 s, two packs, six labels, one live query at a time) against gunicorn on MariaDB "
         "and Redis, reported as hosts per web core with p99 under 500 ms and no errors, and the MariaDB "
-        "and Redis CPU per host. Until then, size from the per-request figures above: a check-in costs "
-        "about 1.4 ms of web CPU on these machines.",
+        "and Redis CPU per host. Until then, size from the per-request figures: a check-in costs "
+        "about 0.7 ms of web CPU under load on these machines.",
         "",
     ]
 
