@@ -106,6 +106,7 @@ class WSGIBridge:
         if response.chunks is None:
             await self._send_whole(send, response.status, response.headers, response.body)
             return
+        closed = False
         try:
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": response.headers}
@@ -116,9 +117,13 @@ class WSGIBridge:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if len(chunks) < STREAM_CHUNKS_PER_HOP:
                     break
+            # Closed (Django's request ends) before the client is told the response is complete.
+            await self._close(response)
+            closed = True
             await send({"type": "http.response.body", "body": b""})
         finally:
-            await self._close(response)
+            if not closed:
+                await self._close(response)
 
     @staticmethod
     async def _read_body(receive: Receive) -> bytes | None:
