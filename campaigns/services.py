@@ -262,22 +262,14 @@ def stop_campaign(campaign: Campaign) -> bool:
 def record_answer(
     campaign_id: int, host_id: int, hostname: str, rows: list[dict], status: int, error: str
 ) -> CampaignResult | None:
-    """Keep one host's answer (called from ``distributed/write``); ``None`` if not expected.
-
-    The answer is stored *before* the host is marked answered in the live-query store: the other
-    way round, a failed insert (or a process killed in between) left the host marked answered
-    with nothing stored, so the agent's retry was taken for a repeat, the host was never asked
-    again and the campaign never finished (found by tests/test_scale_out.py). Stored first, a
-    failure leaves the host pending and the agent's retry is kept; a repeat meets the unique
-    (campaign, host) row and only completes the host if an earlier attempt stored it and died.
-    """
+    """Keep one host's answer (called from ``distributed/write``); ``None`` if not expected."""
     store = get_store()
     try:
-        pending = campaign_id in store.queries_for_host(host_id)
+        completion = store.complete_host(campaign_id, host_id)
     except RedisError as exc:  # the store is down: the host stays pending and is asked again later
         logger.warning("live-query store unavailable, answer to campaign %s not kept: %s", campaign_id, exc)
         return None
-    if not pending:
+    if completion is None:
         return None  # late, repeated, or for a campaign that ended: accepted and ignored
     if status != 0:
         state, kept = ResultState.FAILED, []
@@ -288,19 +280,10 @@ def record_answer(
     result = _store_result(
         campaign_id, host_id, hostname, state, kept, len(rows), error if status != 0 else ""
     )
-    stored_now = result is not None
-    if result is None:  # stored already: by another process, or by an attempt that died after it
-        result = CampaignResult.objects.filter(campaign_id=campaign_id, host_id=host_id).first()
-    try:
-        completion = store.complete_host(campaign_id, host_id)
-    except RedisError as exc:  # stored; the host is asked again and its repeat completes it
-        logger.warning("live-query store unavailable, campaign %s not updated: %s", campaign_id, exc)
-        return result if stored_now else None
-    if completion is None or result is None:
-        return result if stored_now else None  # whoever cleared the host's bit announced it
-    if stored_now:
-        LIVE_QUERY_ANSWERS.labels(result.state).inc()
-    if len(kept) < len(rows) and stored_now:
+    if result is None:
+        return None  # the same answer arrived through another process
+    LIVE_QUERY_ANSWERS.labels(result.state).inc()
+    if len(kept) < len(rows):
         Campaign.objects.filter(pk=campaign_id, truncated=False).update(truncated=True)
     if completion.answered == 1:
         Campaign.objects.filter(pk=campaign_id, status=CampaignStatus.WAITING).update(
@@ -326,8 +309,8 @@ def _store_result(
 ) -> CampaignResult | None:
     """Insert the host's answer; ``None`` for a duplicate.
 
-    Any other refusal by the database is not taken for a duplicate (rows it cannot store, say): it
-    is stored as failed with the reason, so the campaign does not wait for the host forever.
+    Any other refusal by the database is not taken for a duplicate: the host has been marked as
+    answered, so it is stored as failed with the reason, and the campaign does not wait for it.
     """
     fields = {"campaign_id": campaign_id, "host_id": host_id, "hostname": hostname[:255]}
     try:
