@@ -45,8 +45,10 @@ def send_in_background_if_due(now: float | None = None) -> threading.Thread | No
     """Embedded default only: start a send in a daemon thread at most once per ``CHECK_INTERVAL``
     in this process; returns the thread (tests wait for it). Never raises."""
     conf = settings.USAGE_STATISTICS
-    if not current_app.conf.task_always_eager or not conf["ENABLED"] or not conf["URL"]:
-        return None  # beat and the workers send; or nothing would be sent anyway
+    # Cheapest first: this runs at the end of every request, and with no URL (the default) it
+    # stops at a dict lookup.
+    if not conf["URL"] or not conf["ENABLED"] or not current_app.conf.task_always_eager:
+        return None  # nothing would be sent; or beat and the workers send
     now = time.monotonic() if now is None else now
     if not _clock.due("send", float(conf["CHECK_INTERVAL"]), now):
         return None
