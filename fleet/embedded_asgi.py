@@ -1,4 +1,4 @@
-"""The embedded default's one application (``make run``, ``manage.py serve``): HTTP through
+"""The embedded default's one application (``make run``, ``python -m fleet.embedded_server``): HTTP through
 Django's WSGI handler (:mod:`fleet.wsgi_bridge`, at gunicorn's cost per request) and WebSockets
 through Channels, in one process, so the in-process channel layer, cache and live-query store
 are shared by everything. Production runs ``fleet.wsgi`` under gunicorn and ``fleet.asgi`` under

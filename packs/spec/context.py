@@ -45,6 +45,15 @@ class Context:
     def error(self, doc: Document, message: str) -> None:
         self.plan.errors.append(f"{doc.where}: {message}")
 
+    def repeated(self, seen: dict[Any, Document], key: Any, kind: str, name: str, doc: Document) -> bool:
+        """Whether ``doc`` defines again what an earlier document of the file did (then an error
+        naming both); otherwise ``doc`` is remembered under ``key`` as the first definition."""
+        if key in seen:
+            self.error(doc, f'{kind} "{name}" is also defined in {seen[key].where}')
+            return True
+        seen[key] = doc
+        return False
+
     def ignore(self, kind: str, keys: set[str] | list[str]) -> None:
         """Remember spec keys this server does not use; reported once per kind, with counts."""
         self.ignored[kind].update(keys)

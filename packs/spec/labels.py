@@ -85,10 +85,8 @@ def plan_labels(docs: list[Document], ctx: Context) -> None:
         if existing and existing.label_type == LabelType.BUILTIN:
             ctx.error(doc, f'"{name}" is a builtin label; it cannot be changed')
             continue
-        if name.lower() in seen:
-            ctx.error(doc, f'label "{name}" is also defined in {seen[name.lower()].where}')
+        if ctx.repeated(seen, name.lower(), "label", name, doc):
             continue
-        seen[name.lower()] = doc
         try:
             clean = clean_label_fields(
                 name=name, hosts=hosts, instance=existing, **_without(wanted, "description")

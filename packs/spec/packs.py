@@ -151,10 +151,8 @@ def plan_packs(docs: list[Document], ctx: Context) -> None:
         except values.Invalid as exc:
             ctx.error(doc, str(exc))
             continue
-        if name in seen:
-            ctx.error(doc, f'pack "{name}" is also defined in {seen[name].where}')
+        if ctx.repeated(seen, name, "pack", name, doc):
             continue
-        seen[name] = doc
         pack = existing.get(name)
         try:
             check_pack(Pack(pk=pack.pk if pack else None, name=name, platform=wanted["platform"]))

@@ -94,10 +94,8 @@ def plan_queries(docs: list[Document], ctx: Context) -> None:
             ctx.error(doc, f'team "{team}" does not exist (and no team document defines it)')
             continue
         key = (team, name)
-        if key in seen:
-            ctx.error(doc, f'query "{name}" is also defined in {seen[key].where}')
+        if ctx.repeated(seen, key, "query", name, doc):
             continue
-        seen[key] = doc
         ctx.ignore(doc.raw_kind.lower(), set(doc.spec) - QUERY_KEYS)
         ctx.planned_queries[key] = wanted["query"]
         existing = ctx.queries.get(key)

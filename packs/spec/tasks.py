@@ -239,11 +239,8 @@ def plan_tasks(docs: list[Document], ctx: Context) -> None:
         except values.Invalid as exc:
             ctx.error(doc, str(exc))
             continue
-        key = (team, name)
-        if key in seen:
-            ctx.error(doc, f'task "{name}" is also defined in {seen[key].where}')
+        if ctx.repeated(seen, (team, name), "task", name, doc):
             continue
-        seen[key] = doc
         ctx.ignore("task", set(doc.spec) - TASK_KEYS)
         old_settings, new_settings = _settings_views(wanted["plugin"], merged, task)
         current = {**_current_task(task), "settings": old_settings} if task else None
@@ -326,11 +323,8 @@ def plan_destinations(docs: list[Document], ctx: Context) -> None:
         except values.Invalid as exc:
             ctx.error(doc, str(exc))
             continue
-        key = (team, name)
-        if key in seen:
-            ctx.error(doc, f'metric_destination "{name}" is also defined in {seen[key].where}')
+        if ctx.repeated(seen, (team, name), "metric_destination", name, doc):
             continue
-        seen[key] = doc
         ctx.ignore("metric_destination", set(doc.spec) - DESTINATION_KEYS)
         current = None
         if destination is not None:

@@ -91,10 +91,8 @@ def plan_teams(docs: list[Document], ctx: Context) -> None:
         except ValidationError as exc:
             ctx.error(doc, " ".join(exc.messages))
             continue
-        if name in seen:
-            ctx.error(doc, f'team "{name}" is also defined in {seen[name].where}')
+        if ctx.repeated(seen, name, "team", name, doc):
             continue
-        seen[name] = doc
         ctx.planned_teams.add(name)
         ctx.ignore("team", set(spec) - TEAM_KEYS)
         current = None
