@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from redis import RedisError
@@ -262,14 +262,29 @@ def stop_campaign(campaign: Campaign) -> bool:
 def record_answer(
     campaign_id: int, host_id: int, hostname: str, rows: list[dict], status: int, error: str
 ) -> CampaignResult | None:
-    """Keep one host's answer (called from ``distributed/write``); ``None`` if not expected."""
+    """Keep one host's answer (called from ``distributed/write``); ``None`` if not expected.
+
+    The answer is stored *before* the host is marked answered in the live-query store. The other
+    way round, an insert that failed (the database going away) or a process killed in between left
+    the host marked answered with nothing stored: the agent's retry was taken for a repeat and the
+    answer was lost (found by tests/test_scale_out.py). Stored first, a database error reaches the
+    agent as an ``error`` it retries (agentapi/endpoint.py), the host is still pending, and the
+    retry is kept.
+
+    "Pending" is asked of the store itself (``is_pending``: one Redis round trip), never of this
+    process's copy of it, which does not know yet of a campaign another process started a moment
+    ago (judged by the copy, such answers were dropped). A repeat meets the unique
+    (campaign, host) row and completes the host only if the attempt that stored it died before
+    doing so. Whoever completes the host counts and publishes the answer, then ends the campaign
+    if it was the last: once each, and the end after the last answer.
+    """
     store = get_store()
     try:
-        completion = store.complete_host(campaign_id, host_id)
+        pending = store.is_pending(campaign_id, host_id)
     except RedisError as exc:  # the store is down: the host stays pending and is asked again later
         logger.warning("live-query store unavailable, answer to campaign %s not kept: %s", campaign_id, exc)
         return None
-    if completion is None:
+    if not pending:
         return None  # late, repeated, or for a campaign that ended: accepted and ignored
     if status != 0:
         state, kept = ResultState.FAILED, []
@@ -277,13 +292,28 @@ def record_answer(
         state = ResultState.ROWS if rows else ResultState.NO_ROWS
         granted = _reserve_rows(store, campaign_id, len(rows)) if rows else 0
         kept = rows[:granted]
+    # A DatabaseError other than a refusal propagates: nothing is stored and the host stays pending.
     result = _store_result(
         campaign_id, host_id, hostname, state, kept, len(rows), error if status != 0 else ""
     )
-    if result is None:
-        return None  # the same answer arrived through another process
+    stored_now = result is not None
+    if result is None:  # stored already: by a repeat in another process, or an attempt that died
+        result = CampaignResult.objects.filter(campaign_id=campaign_id, host_id=host_id).first()
+        if result is None:
+            return None  # deleted with its campaign meanwhile
+    try:
+        completion = store.complete_host(campaign_id, host_id)
+    except RedisError as exc:  # stored; the host is asked again and its repeat completes it
+        logger.warning("live-query store unavailable, campaign %s not updated: %s", campaign_id, exc)
+        return result if stored_now else None
+    if completion is None:
+        return result if stored_now else None  # whoever marked the host answered announces it
     LIVE_QUERY_ANSWERS.labels(result.state).inc()
-    if len(kept) < len(rows):
+    if stored_now:
+        cut_short = len(kept) < len(rows)
+    else:  # the attempt that stored it died before marking the campaign: read it off the row
+        cut_short = result.state == ResultState.ROWS and len(result.rows) < result.row_count
+    if cut_short:
         Campaign.objects.filter(pk=campaign_id, truncated=False).update(truncated=True)
     if completion.answered == 1:
         Campaign.objects.filter(pk=campaign_id, status=CampaignStatus.WAITING).update(
@@ -297,7 +327,7 @@ def record_answer(
 
 def _reserve_rows(store: Any, campaign_id: int, wanted: int) -> int:
     """Rows of this answer to keep under the campaign's cap; all of them if the store just failed
-    (the host is already marked answered, and the cap only bounds a campaign's size)."""
+    (the cap only bounds a campaign's size)."""
     try:
         return store.reserve_rows(campaign_id, wanted, settings.LIVE_QUERY["MAX_ROWS"])
     except RedisError:
@@ -309,8 +339,9 @@ def _store_result(
 ) -> CampaignResult | None:
     """Insert the host's answer; ``None`` for a duplicate.
 
-    Any other refusal by the database is not taken for a duplicate: the host has been marked as
-    answered, so it is stored as failed with the reason, and the campaign does not wait for it.
+    A refusal by the database that is not a duplicate (rows it cannot store, say) would meet every
+    retry of the same answer: it is stored as failed with the reason, so the campaign does not wait
+    for the host forever. Other database errors (an outage) propagate, and the agent retries.
     """
     fields = {"campaign_id": campaign_id, "host_id": host_id, "hostname": hostname[:255]}
     try:
@@ -318,7 +349,7 @@ def _store_result(
             return CampaignResult.objects.create(
                 **fields, state=state, rows=rows, row_count=row_count, error=error
             )
-    except IntegrityError as exc:
+    except (IntegrityError, DataError) as exc:
         if CampaignResult.objects.filter(campaign_id=campaign_id, host_id=host_id).exists():
             return None
         logger.warning(

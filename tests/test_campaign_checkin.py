@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
+from prometheus_client import REGISTRY
 
 from campaigns import services
 from campaigns.models import Campaign, CampaignResult, CampaignStatus
@@ -198,3 +199,93 @@ def test_checkin_query_count_does_not_grow_with_campaigns(client, global_secret,
         body = agents[1].authed("distributed/read").json()
     assert sum(name.startswith("fleet_distributed_query_") for name in body["queries"]) == active
     assert len(queries) == 0
+
+
+# --- an acknowledged answer is never lost -------------------------------------------------------------
+@pytest.fixture
+def published(monkeypatch):
+    """Every event sent to watchers, in order."""
+    events: list[dict] = []
+    monkeypatch.setattr(services.stream, "publish", lambda campaign_id, event: events.append(event))
+    return events
+
+
+def answers_counted(state: str) -> float:
+    return REGISTRY.get_sample_value("fleet_live_query_answers_total", {"state": state}) or 0.0
+
+
+def fail_once(monkeypatch, target, attribute: str, exc: BaseException) -> list[int]:
+    """``target.attribute`` raises ``exc`` on its first call only; the list counts the calls."""
+    real, calls = getattr(target, attribute), []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, attribute, flaky)
+    return calls
+
+
+def test_an_answer_the_database_failed_to_store_is_kept_on_the_agents_retry(
+    client, global_secret, admin, published, monkeypatch
+):
+    a, b = enrolled(client, global_secret, 2)
+    campaign = services.create_campaign(admin, "SELECT name FROM os_version", {"all": True})
+    name = f"fleet_distributed_query_{campaign.id}"
+    write = {"queries": {name: [{"name": "macOS"}]}, "statuses": {name: 0}}
+    before = answers_counted("rows")
+    fail_once(monkeypatch, CampaignResult, "save", OperationalError(2006, "MySQL server has gone away"))
+
+    failed = a.authed("distributed/write", write)
+    assert "error" in failed.json()  # osquery retries a write whose reply has an error
+    assert not CampaignResult.objects.exists()
+    assert name in a.authed("distributed/read").json()["queries"]  # still pending: asked again
+    assert Campaign.objects.get().status == CampaignStatus.WAITING and published == []
+
+    assert a.authed("distributed/write", write).json() == {}  # the retry
+    result = CampaignResult.objects.get()
+    assert (result.host_id, result.rows, result.state) == (host_id(a), [{"name": "macOS"}], "rows")
+    assert Campaign.objects.get().status == CampaignStatus.RUNNING
+    assert name not in a.authed("distributed/read").json()["queries"]
+    assert a.authed("distributed/write", write).json() == {}  # a repeat: ignored
+    assert CampaignResult.objects.count() == 1
+
+    b.authed("distributed/write", {"queries": {name: []}, "statuses": {name: 0}})
+    campaign.refresh_from_db()
+    assert campaign.status == CampaignStatus.FINISHED and not campaign.truncated
+    assert services.breakdown(campaign) == {"rows": 1, "no_rows": 1, "failed": 0, "pending": 0, "offline": 0}
+    assert [(e["type"], e.get("result", {}).get("hostname")) for e in published] == [
+        ("campaign.result", "host-0"), ("campaign.result", "host-1"), ("campaign.ended", None),
+    ]  # fmt: skip
+    assert answers_counted("rows") - before == 1
+
+
+def test_an_answer_stored_by_a_process_that_died_is_completed_by_the_retry(
+    client, global_secret, admin, published, monkeypatch, settings
+):
+    """The row is stored, then the process dies before marking the host answered: the agent's
+    retry meets the row, marks the host, and announces the answer (truncation read off the row)."""
+    settings.LIVE_QUERY = {**settings.LIVE_QUERY, "MAX_ROWS": 1}
+    (a,) = enrolled(client, global_secret, 1)
+    campaign = services.create_campaign(admin, "SELECT pid FROM processes", {"all": True})
+    name = f"fleet_distributed_query_{campaign.id}"
+    write = {"queries": {name: [{"pid": "1"}, {"pid": "2"}]}, "statuses": {name: 0}}
+    before = answers_counted("rows")
+    fail_once(monkeypatch, services.get_store(), "complete_host", RuntimeError("killed"))
+
+    assert "error" in a.authed("distributed/write", write).json()
+    assert CampaignResult.objects.count() == 1 and published == []
+    assert name in a.authed("distributed/read").json()["queries"]
+
+    assert a.authed("distributed/write", write).json() == {}
+    result = CampaignResult.objects.get()
+    assert (result.rows, result.row_count) == ([{"pid": "1"}], 2)  # the first attempt's row
+    campaign.refresh_from_db()
+    assert campaign.status == CampaignStatus.FINISHED and campaign.truncated
+    assert [e["type"] for e in published] == ["campaign.result", "campaign.ended"]
+    assert published[0]["result"]["id"] == result.id
+    assert answers_counted("rows") - before == 1
+    assert a.authed("distributed/write", write).json() == {}  # a repeat: ignored
+    assert len(published) == 2 and CampaignResult.objects.count() == 1

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -345,6 +346,60 @@ def test_each_process_tests_bits_in_its_own_copy_and_clears_its_own_at_once(redi
     one.forget_local_state()
     assert one.queries_for_host(3) == {}
     assert one.complete_host(7, 3) is None  # a repeated answer is not counted
+
+
+def test_pending_is_asked_of_redis_itself_not_of_the_process_copy(redis_url):
+    """An answer is checked with ``is_pending``: a campaign another process started a moment ago
+    is not in this process's copy yet, and its answers must not be taken for late ones."""
+    one, other = RedisStore(redis_url, 60, 60.0), RedisStore(redis_url, 60, 60.0)
+    assert one.queries_for_host(3) == {}  # one's copy: no campaign, kept for a minute
+    other.start(7, "SELECT 1", [3, 10])
+    assert one.queries_for_host(3) == {}  # the copy does not know the campaign yet
+    assert one.is_pending(7, 3) and one.is_pending(7, 10)
+    assert not one.is_pending(7, 4) and not one.is_pending(7, 10_000) and not one.is_pending(8, 3)
+    assert one.complete_host(7, 3) == store_module.Completion(answered=1, remaining=1)
+    assert not other.is_pending(7, 3)
+    other.stop(7)
+    assert not one.is_pending(7, 10)
+    assert not [k for k in _keys(redis_url) if "{7}" in k or "{8}" in k]  # GETBIT creates no key
+
+
+@pytest.mark.django_db
+def test_an_answer_to_a_campaign_just_started_by_another_process_is_kept(redis_url, settings, monkeypatch):
+    """The earlier store-first attempt asked this process's copy and dropped such answers."""
+    from campaigns import services
+    from campaigns.models import CampaignResult, CampaignStatus
+    from campaigns.store import get_store
+    from tests.factories import make_host
+
+    settings.REDIS_URL = redis_url
+    settings.LIVE_QUERY = {**settings.LIVE_QUERY, "ACTIVE_CACHE_SECONDS": 60.0}
+    get_store.cache_clear()
+    published: list[dict] = []
+    monkeypatch.setattr(services.stream, "publish", lambda campaign_id, event: published.append(event))
+    try:
+        admin = get_user_model().objects.create_superuser("xp-admin", "xp@example.com", "pw")
+        hosts = [make_host(f"xp-{i}", seen_ago=timedelta(seconds=5)) for i in range(2)]
+        here = get_store()
+        assert here.queries_for_host(hosts[0].id) == {}  # this process's copy, warm and empty
+        with monkeypatch.context() as elsewhere:
+            elsewhere.setattr(services, "get_store", lambda: RedisStore(redis_url, 60, 60.0))
+            campaign = services.create_campaign(admin, "SELECT 1", {"hosts": [h.id for h in hosts]})
+        assert here.queries_for_host(hosts[0].id) == {}  # still the copy from before the start
+
+        assert services.record_answer(campaign.id, hosts[0].id, "xp-0", [{"1": "1"}], 0, "") is not None
+        assert services.record_answer(campaign.id, hosts[0].id, "xp-0", [{"1": "1"}], 0, "") is None
+        assert services.record_answer(campaign.id, hosts[1].id, "xp-1", [], 0, "") is not None
+
+        campaign.refresh_from_db()
+        assert campaign.status == CampaignStatus.FINISHED
+        assert sorted(CampaignResult.objects.filter(campaign=campaign).values_list("hostname", "state")) == [
+            ("xp-0", "rows"), ("xp-1", "no_rows"),
+        ]  # fmt: skip
+        assert [e["type"] for e in published] == ["campaign.result", "campaign.result", "campaign.ended"]
+        assert not here.is_pending(campaign.id, hosts[0].id)
+    finally:
+        get_store.cache_clear()
 
 
 def test_big_bitmaps_are_asked_of_redis_per_check_in(redis_url, monkeypatch):
