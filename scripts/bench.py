@@ -1147,8 +1147,8 @@ def write_report(
         "their CPU per request includes what a lighter load leaves idle (the workers' wake-ups, the "
         "last-seen flush every 5 s over fewer requests).",
         "- *checkin-1-campaign* and *checkin-10-campaigns* repeat the check-in scenario while 1 or 10 "
-        "campaigns target every host; the hosts never answer, so every check-in carries the queries "
-        "(and `accelerate`). The extra CPU is the difference with *checkin*, over its CPU per request.",
+        "campaigns target every host; the hosts never answer, so every check-in carries the queries. "
+        "The extra CPU is the difference with *checkin*, over its CPU per request.",
         "- *mdm-idle*: Apple MDM's most frequent message, a device's `Idle` with nothing queued, from "
         f"{MDM_MACS} Macs enrolled beforehand through the real flow (enrollment profile, SCEP, Authenticate, "
         "TokenUpdate; their first DeviceInformation answered). Each body is signed once by its Mac (a "
