@@ -4,7 +4,9 @@ through Channels, in one process, so the in-process channel layer, cache and liv
 are shared by everything. Production runs ``fleet.wsgi`` under gunicorn and ``fleet.asgi`` under
 daphne instead (docs/architecture.md)."""
 
+import logging
 import os
+import time
 
 from django.core.wsgi import get_wsgi_application
 
@@ -19,13 +21,39 @@ django_wsgi_app = get_wsgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from fleet.metrics import AGENT_REQUESTS_SHED  # noqa: E402
+from fleet.request_metrics import AGENT_PATH_PREFIXES  # noqa: E402
 from fleet.routing import websocket_urlpatterns  # noqa: E402
 from fleet.ws_auth import WebSocketAuthStack  # noqa: E402
 from fleet.wsgi_bridge import WSGIBridge  # noqa: E402
 
+_shed_log = {"last": 0.0, "count": 0}
+
+
+def _shed(path: str) -> None:
+    """Count a shed agent request; say so in the server's log at most once a minute."""
+    AGENT_REQUESTS_SHED.inc()
+    _shed_log["count"] += 1
+    now = time.monotonic()
+    if now - _shed_log["last"] >= 60:
+        logging.getLogger("fleet.embedded").warning(
+            "over capacity: %d agent requests answered 503 (busy) since the last report; agents "
+            "retry on their own, see docs/architecture.md, Serving",
+            _shed_log["count"],
+        )
+        _shed_log.update(last=now, count=0)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": WSGIBridge(django_wsgi_app, threads=settings.EMBEDDED_SERVER_THREADS),
+        "http": WSGIBridge(
+            django_wsgi_app,
+            threads=settings.EMBEDDED_SERVER_THREADS,
+            agent_threads=settings.EMBEDDED_AGENT_THREADS,
+            agent_prefixes=AGENT_PATH_PREFIXES,
+            shed_after=settings.EMBEDDED_SHED_AFTER,
+            on_shed=_shed,
+        ),
         "websocket": WebSocketAuthStack(URLRouter(websocket_urlpatterns)),
     }
 )

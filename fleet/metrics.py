@@ -66,6 +66,11 @@ LOG_LINES_FAILED = Counter(
     "destination plugin.",
     ["log_type", "destination"],
 )
+AGENT_REQUESTS_SHED = Counter(
+    "fleet_agent_requests_shed_total",
+    "Agent requests the embedded server (make run) answered 503 without running them, because they "
+    "had waited too long for a thread: the process is over its capacity.",
+)
 CELERY_TASKS = Counter(
     "fleet_celery_tasks_total",
     "Celery task outcomes (success, failure, retry, revoked, expired), by registered task name.",

@@ -24,6 +24,10 @@ EMBEDDED = not DATABASE_URL and not REDIS_URL
 # Worker threads of the embedded default's one server process (fleet/embedded_asgi.py): requests
 # that wait (the synchronous live-query API, slow clients' bodies) each hold one.
 EMBEDDED_SERVER_THREADS = env.int("FLEET_SERVER_THREADS", default=16)
+# Agent requests get threads of their own (a core's worth of Python needs few), and one that waited
+# longer than FLEET_SHED_AFTER seconds for them is answered 503 unrun (fleet/wsgi_bridge.py).
+EMBEDDED_AGENT_THREADS = env.int("FLEET_AGENT_THREADS", default=4)
+EMBEDDED_SHED_AFTER = env.float("FLEET_SHED_AFTER", default=8.0)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # scripts/bench.py only: serves the floor view (/bench/floor) and tells agents whether their node

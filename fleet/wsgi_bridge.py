@@ -8,6 +8,16 @@ in-process channel layer, cache and live-query store, so it serves everything fr
 server (uvicorn: C parser, uvloop) and hands each HTTP request, whole, to the WSGI handler in a
 worker thread: one hop, and the request runs the same code as under gunicorn.
 
+Agents and people get separate thread pools. Agent requests (every host, every few seconds) run
+on a few threads of their own: one process has one core's worth of Python, and more threads only
+stretch every request and starve the event loop. When the fleet asks for more than that core
+gives (thousands of hosts enrolling at once), an agent request that has already waited
+``shed_after`` seconds is answered 503 without running Django: its agent has given up or soon
+will (osquery waits 16 s) and retries on its own schedule, and work spent on it would only make
+the next request wait longer, until every request times out (measured: 5,000 hosts starting
+within two minutes drove the server into 30 s waits and retry storms). The console and the REST
+API keep their own pool, so an administrator is not queued behind the fleet.
+
 The thread comes from ``sync_to_async(thread_sensitive=False)``, so code in a view that calls
 ``async_to_sync`` (publishing to the channel layer) runs on the server's own event loop, where
 the WebSocket consumers' queues live. Bodies are read whole, up to ``MAX_BODY`` (larger: 413 before
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -84,25 +95,50 @@ class _Response:
         return lambda data: None  # the legacy write() callable; Django never uses it
 
 
-class WSGIBridge:
-    """An ASGI application (HTTP only) serving a WSGI application from a thread pool."""
+BUSY_BODY = b'{"error": "the server is busy; retry later"}'
+JSON_HEADERS = [(b"content-type", b"application/json")]
 
-    def __init__(self, application: Callable[..., Iterable[bytes]], threads: int = 16) -> None:
+
+class WSGIBridge:
+    """An ASGI application (HTTP only) serving a WSGI application from two thread pools: one for
+    requests under ``agent_prefixes`` (shed when they waited ``shed_after`` seconds), one for the
+    rest."""
+
+    def __init__(
+        self,
+        application: Callable[..., Iterable[bytes]],
+        threads: int = 16,
+        *,
+        agent_threads: int = 4,
+        agent_prefixes: tuple[str, ...] = (),
+        shed_after: float = 8.0,
+        on_shed: Callable[[str], None] | None = None,
+    ) -> None:
         self.application = application
+        self.agent_prefixes = agent_prefixes
+        self.shed_after = shed_after
+        self.on_shed = on_shed
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wsgi")
+        self.agent_executor = ThreadPoolExecutor(max_workers=agent_threads, thread_name_prefix="wsgi-agent")
         self._call = sync_to_async(self._call_application, thread_sensitive=False, executor=self.executor)
+        self._call_agent = sync_to_async(
+            self._call_agent_application, thread_sensitive=False, executor=self.agent_executor
+        )
         self._next = sync_to_async(self._next_chunks, thread_sensitive=False, executor=self.executor)
         self._close = sync_to_async(self._close_response, thread_sensitive=False, executor=self.executor)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             raise ValueError(f"WSGIBridge serves HTTP only, not {scope['type']}")
+        arrived = time.monotonic()
         body = await self._read_body(receive)
         if body is None:
-            await self._send_whole(send, 413, [(b"content-type", b"application/json")],
-                                   b'{"message": "request body too large"}')  # fmt: skip
+            await self._send_whole(send, 413, JSON_HEADERS, b'{"message": "request body too large"}')
             return
-        response = await self._call(environ_for(scope, body))
+        if self.agent_prefixes and scope["path"].startswith(self.agent_prefixes):
+            response = await self._call_agent(environ_for(scope, body), arrived)
+        else:
+            response = await self._call(environ_for(scope, body))
         if response.chunks is None:
             await self._send_whole(send, response.status, response.headers, response.body)
             return
@@ -145,6 +181,18 @@ class WSGIBridge:
     async def _send_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _call_agent_application(self, environ: dict[str, Any], arrived: float) -> _Response:
+        """In an agent thread: 503 if the request waited too long for it, else run it."""
+        if time.monotonic() - arrived > self.shed_after:
+            if self.on_shed is not None:
+                self.on_shed(environ["PATH_INFO"])
+            response = _Response()
+            response.status = 503
+            response.headers = [*JSON_HEADERS, (b"retry-after", b"10")]
+            response.body = BUSY_BODY
+            return response
+        return self._call_application(environ)
 
     def _call_application(self, environ: dict[str, Any]) -> _Response:
         """In a worker thread: run the request; an ordinary response is joined and closed here

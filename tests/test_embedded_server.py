@@ -4,10 +4,12 @@ and the real ``python -m fleet.embedded_server`` on HTTP and HTTPS."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -81,6 +83,38 @@ async def test_a_streamed_response_arrives_whole_and_is_closed():
     assert response["status"] == 200 and (b"content-type", b"text/csv") in response["headers"]
     assert response["body"] == b"".join(f"line {i}\n".encode() for i in range(100))
     assert closed == [True]
+
+
+async def test_agent_requests_that_waited_too_long_are_shed_and_people_are_not_queued_behind_them():
+    """An agent request that waited ``shed_after`` for an agent thread is answered 503 unrun (work
+    for a client that has given up only makes the next wait longer); the console's pool is apart."""
+    release, ran, shed = threading.Event(), [], []
+
+    def wsgi(environ, start_response):
+        ran.append(environ["PATH_INFO"])
+        if environ["PATH_INFO"] == "/agent/slow":
+            release.wait(10)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    bridge = WSGIBridge(
+        wsgi, threads=2, agent_threads=1, agent_prefixes=("/agent/",), shed_after=0.3, on_shed=shed.append
+    )
+    slow = asyncio.ensure_future(HttpCommunicator(bridge, "POST", "/agent/slow").get_response(timeout=10))
+    while "/agent/slow" not in ran:
+        await asyncio.sleep(0.01)
+    queued = asyncio.ensure_future(HttpCommunicator(bridge, "POST", "/agent/next").get_response(timeout=10))
+    console = await HttpCommunicator(bridge, "GET", "/console/").get_response(timeout=5)
+    assert console["status"] == 200  # served while the agent thread is still busy
+    await asyncio.sleep(0.5)
+    release.set()
+    assert (await slow)["status"] == 200
+    busy = await queued
+    assert busy["status"] == 503 and json.loads(busy["body"])["error"]
+    assert (b"retry-after", b"10") in busy["headers"]
+    assert shed == ["/agent/next"] and "/agent/next" not in ran
+    fresh = await HttpCommunicator(bridge, "POST", "/agent/next").get_response(timeout=5)
+    assert fresh["status"] == 200 and ran[-1] == "/agent/next"
 
 
 async def test_django_answers_through_the_bridge():
