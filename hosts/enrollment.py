@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -89,12 +90,18 @@ def enroll_osquery(
     check_identifier(identifier)
     node_key = nodekeys.new_node_key()
     now = timezone.now()
+
+    def fill(host: Host) -> None:
+        _set_enrolment_fields(host, node_key, enroll_secret.team_id, now, public_ip, host_details)
+
     # One transaction: a host row is never left behind without the key its agent was refused.
     with transaction.atomic():
-        host, created = _upsert_host(identifier, enroll_secret.team_id, now, public_ip, system_info)
+        team_id = enroll_secret.team_id
+        host, created = _upsert_host(identifier, team_id, now, public_ip, system_info, fill=fill)
+        old_hash = None
         if not created:
             _check_cooldown(host)
-        old_hash = _store_new_key(host, node_key, enroll_secret.team_id, now, public_ip, host_details)
+            old_hash = _store_new_key(host, fill)
     if old_hash and old_hash != host.node_key_hash:
         logger.info("host %s re-enrolled; its previous node key is no longer valid", host.id)
         nodekeys.forget([old_hash])
@@ -117,11 +124,10 @@ _OSQUERY_ENROLL_FIELDS = [
 ]
 
 
-def _store_new_key(
+def _set_enrolment_fields(
     host: Host, node_key: str, team_id: int | None, now, public_ip: str, host_details: dict
-) -> str | None:
-    """Give the host its new key, team and enrolment vitals; returns the previous key's hash."""
-    old_hash = host.node_key_hash
+) -> None:
+    """The new key, team and enrolment vitals (``host_details``: osquery's enrol request)."""
     host.node_key_hash = nodekeys.hash_node_key(node_key)
     host.team_id = team_id
     host.last_enrolled_at = now
@@ -131,6 +137,12 @@ def _store_new_key(
     details.ingest(
         host, {k: v for k, v in answered.items() if k in ("os_version", "osquery_info", "system_info")}
     )
+
+
+def _store_new_key(host: Host, fill: Callable[[Host], None]) -> str | None:
+    """Give an existing host its new key and vitals (``fill``); returns the previous key's hash."""
+    old_hash = host.node_key_hash
+    fill(host)
     # Every column but orbit's key: orbit may enroll the same host concurrently (see _orbit_host).
     host.save(update_fields=_OSQUERY_ENROLL_FIELDS)
     return old_hash
@@ -143,8 +155,13 @@ def _upsert_host(
     public_ip: str,
     system_info: dict[str, str],
     hardware_uuid: str = "",
+    fill: Callable[[Host], None] | None = None,
 ) -> tuple[Host, bool]:
-    """The host row for this identifier, created when new (races resolve to one row)."""
+    """The host row for this identifier, created when new (races resolve to one row).
+
+    ``fill`` completes a new row before its one INSERT (osquery's enrolment: key and vitals), so a
+    new host is not inserted and then updated, and its builtin labels are worked out once.
+    """
     host = Host.objects.filter(osquery_host_id=identifier).first()
     if host is not None:
         return host, False
@@ -153,7 +170,7 @@ def _upsert_host(
         return host, False
     try:
         with transaction.atomic():
-            host = Host.objects.create(
+            host = Host(
                 osquery_host_id=identifier,
                 team_id=team_id,
                 created_at=now,
@@ -162,6 +179,9 @@ def _upsert_host(
                 refetch_requested=True,
                 public_ip=public_ip,
             )
+            if fill is not None:
+                fill(host)
+            host.save(force_insert=True)
             return host, True
     except IntegrityError:  # another request enrolled the same identifier meanwhile
         return Host.objects.get(osquery_host_id=identifier), False

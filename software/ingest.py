@@ -277,6 +277,32 @@ def ingest_rows(host_id: int, rows: Any) -> IngestResult:
     return result
 
 
+_LINK_COLUMNS = ("host_id", "version_id", "installed_path", "last_opened_at")
+
+
+def _insert_links(links: list[tuple[Any, ...]]) -> None:
+    """Insert host-software links (rows of ``_LINK_COLUMNS``, values already adapted), skipping
+    any that exist.
+
+    Plain ``executemany`` rather than ``bulk_create``: a host's first inventory is a few hundred
+    links, and the ORM built a model instance and prepared every field of each, a fifth of the
+    server's time while a fleet enrolls (profiled on ``make run`` at 5,000 hosts). The SQL is
+    the same ``INSERT IGNORE`` (MySQL) or ``ON CONFLICT DO NOTHING`` (SQLite, PostgreSQL) that
+    ``bulk_create(ignore_conflicts=True)`` sends.
+    """
+    quote = connection.ops.quote_name
+    table = quote(HostSoftware._meta.db_table)
+    columns = ", ".join(quote(c) for c in _LINK_COLUMNS)
+    values = ", ".join(["%s"] * len(_LINK_COLUMNS))
+    if connection.vendor == "mysql":
+        sql = f"INSERT IGNORE INTO {table} ({columns}) VALUES ({values})"
+    else:
+        sql = f"INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING"
+    with connection.cursor() as cursor:
+        for chunk in chunks(links, BATCH):
+            cursor.executemany(sql, chunk)
+
+
 def _apply(
     host_id: int, reported: dict[Ident, Item], new_digest: str, truncated: bool, *, has_state: bool
 ) -> IngestResult:
@@ -296,13 +322,9 @@ def _apply(
         and (item.installed_path != path or _opened_changed(opened, item.opened))
     ]
     version_ids = _version_ids(added) if added else {}
+    adapt = connection.ops.adapt_datetimefield_value
     links = [
-        HostSoftware(
-            host_id=host_id,
-            version_id=version_ids[k],
-            installed_path=item.installed_path,
-            last_opened_at=_as_datetime(item.opened),
-        )
+        (host_id, version_ids[k], item.installed_path, adapt(_as_datetime(item.opened)))
         for k, item in sorted(added.items())
         if k in version_ids
     ]
@@ -312,7 +334,7 @@ def _apply(
         for chunk in chunks(removed):
             HostSoftware.objects.filter(id__in=chunk).delete()
         if links:
-            HostSoftware.objects.bulk_create(links, batch_size=BATCH, ignore_conflicts=True)
+            _insert_links(links)
         if updated:
             HostSoftware.objects.bulk_update(updated, ["installed_path", "last_opened_at"], batch_size=500)
         state = {
