@@ -20,6 +20,7 @@ from agentapi.simulator.identity import make_identities, make_identity, parse_te
 from agentapi.simulator.runner import SimulationConfig, load_node_keys, save_node_keys, simulate
 from agentapi.simulator.schedule import ScheduledQuery, from_config, platform_matches
 from agentapi.simulator.sql import execute
+from agentapi.simulator.stats import Stats
 from agentapi.simulator.tables import HostTables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -428,3 +429,17 @@ def test_simulated_agents_enroll_and_report_vitals(live_server, settings):
         assert host.os_version and host.osquery_version == identity.osquery_version
         assert host.primary_ip == identity.ip and host.uptime > 0  # from the detail queries
     assert "enrolled 4/4" in output[-1]
+
+
+def test_stats_reset_starts_a_measurement_after_a_warm_up():
+    """``--stats-after``: what was counted during the warm-up is gone, and counting goes on."""
+    stats = Stats()
+    stats.record("config", True, 20.0)
+    stats.record("log", False, 0.5, "TimeoutError")
+    stats.transport_errors += 1
+    stats.reset()
+    assert stats.total_requests == 0 and stats.total_failures == 0 and stats.transport_errors == 0
+    assert stats.latency_percentile(99) == 0.0 and stats.last_errors == []
+    stats.record("distributed/read", True, 0.004)
+    assert stats.as_dict()["requests"] == {"distributed/read": 1}
+    assert stats.latency_percentile(99) <= 0.005

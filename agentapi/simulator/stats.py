@@ -42,6 +42,13 @@ class Stats:
     # increment per request, cheap enough for thousands of agents, and enough for a p99.
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
 
+    def reset(self) -> None:
+        """Start counting afresh (``--stats-after``: a measurement after a warm-up); the counters
+        are replaced in place, so every agent keeps recording into this object."""
+        fresh = Stats()
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(fresh, name))
+
     def record(self, endpoint: str, ok: bool, elapsed: float, error: str = "") -> None:
         self.requests[endpoint] += 1
         self.latency_total += elapsed
@@ -104,7 +111,8 @@ class Progress:
     def line(self, enrolled: int, total: int) -> str:
         now = time.monotonic()
         requests = self.stats.total_requests
-        rate = (requests - self._last_requests) / max(now - self._last_time, 1e-9)
+        since = requests - self._last_requests if requests >= self._last_requests else requests  # reset
+        rate = since / max(now - self._last_time, 1e-9)
         self._last_time, self._last_requests = now, requests
         s = self.stats
         mean_ms = s.latency_total / requests * 1000 if requests else 0.0

@@ -76,6 +76,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stats-file", default="", help="At the end, write the totals (latency p50/p99 too) as JSON."
         )
+        parser.add_argument(
+            "--stats-after",
+            type=float,
+            default=0.0,
+            help="Count requests, errors and latency only from this many seconds on (a warm-up).",
+        )
         orbit = parser.add_argument_group("orbit (fleetd)")
         orbit.add_argument(
             "--orbit",
@@ -181,6 +187,7 @@ class Command(BaseCommand):
             only_enroll=opts["only_enroll"],
             connections=opts["connections"],
             progress_interval=opts["progress_interval"],
+            stats_after=opts["stats_after"],
         )
         self.stdout.write(
             f"simulating {config.count} hosts against {config.url} (seed {config.seed}); Ctrl-C to stop"
