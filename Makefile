@@ -11,7 +11,7 @@ DEMO_AGENT ?= 1
 PYTEST_ARGS ?= -n 2
 export PORT TLS_PORT DEMO_HOSTS DEMO_MACS DEMO_AGENT
 
-.PHONY: setup setup-mysql chromium run test e2e test-mysql lint bench bench-console fuzz soak clean bench-tasks bench-embedded
+.PHONY: setup setup-mysql chromium run test e2e test-mysql lint bench bench-console fuzz soak clean bench-tasks bench-embedded bench-load
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,3 +84,9 @@ validate-deploy:
 # make run's one server process at 5,000 simulated hosts with a live query (docs/benchmarks.md).
 bench-embedded: setup
 	$(PY) scripts/bench_embedded.py $(BENCH_ARGS)
+
+# Issue 13's load report: hosts per web core for the agent mix on one gunicorn worker, MariaDB and
+# Redis, with their CPU per host (docs/benchmarks.md, "Load report").
+bench-load: setup
+	-$(MAKE) setup-mysql
+	$(PY) scripts/bench_load.py $(BENCH_ARGS)

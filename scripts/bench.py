@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 
 import bench_console  # noqa: E402  (scripts/bench_console.py: the console at 100,000 hosts)
 import bench_embedded  # noqa: E402  (scripts/bench_embedded.py: make run at 5,000 hosts)
+import bench_load  # noqa: E402  (scripts/bench_load.py: the load report, issue 13)
 import bench_software  # noqa: E402  (scripts/bench_software.py: the software inventory's figures)
 import bench_tasks  # noqa: E402  (scripts/bench_tasks.py: task agent sessions on one daphne)
 import fuzzrecord  # noqa: E402  (scripts/fuzzrecord.py, beside this file)
@@ -1110,7 +1111,7 @@ def write_report(
         *bench_console.report_lines(),  # kept from its last run (make bench-console)
         *bench_tasks.report_lines(),  # kept from its last run (make bench-tasks)
         *bench_embedded.report_lines(),  # kept from its last run (make bench-embedded)
-        *bench_embedded.load_report_lines(),
+        *bench_load.load_report_lines(),  # kept from its last run (make bench-load)
         *fuzzrecord.report_lines(),
         "## Outages and long-lived WebSockets",
         "",

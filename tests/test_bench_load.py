@@ -1,0 +1,208 @@
+"""``scripts/bench_load.py`` (``make bench-load``): the parts that need no server.
+
+The per-host arithmetic and the goal, the "Load report" section rendered from a recorded run (and
+its text before any run), the section replaced in docs/benchmarks.md, and the mix itself: it
+applies as YAML specs, and every label and scheduled query runs on the simulated hosts it is meant
+for (a query the simulator cannot answer would measure error handling instead of the mix).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import call_command
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_load  # noqa: E402
+
+from agentapi.simulator.identity import make_identities, parse_templates  # noqa: E402
+from agentapi.simulator.schedule import platform_matches  # noqa: E402
+from agentapi.simulator.sql import execute  # noqa: E402
+from agentapi.simulator.tables import HostTables  # noqa: E402
+
+
+def sample_result(**changes: object) -> dict:
+    """A recorded run: 3,000 hosts for 120 s, the worker at 30 % of a core."""
+    web_cpu, mariadb_cpu, redis_cpu, hosts, seconds = 36.0, 12.0, 3.6, 3000, 120.0
+    result = {
+        "date": "2026-12-06 10:00 UTC",
+        "command": "make bench-load",
+        "hosts": hosts,
+        "interval": 10,
+        "config_interval": 60,
+        "worker_class": "sync",
+        "priming": {"seconds": 150.2, "enrolled": 3000, "with_details": 3000},
+        "seconds": seconds,
+        "requests_per_s": 480.5,
+        "requests_per_s_by_endpoint": {"config": 50.0, "distributed/read": 300.2, "log": 130.3},
+        "client_errors": 0,
+        "transport_errors": 0,
+        "latency_p50_ms": 5.0,
+        "latency_p99_ms": 30.0,
+        "web": {
+            **bench_load.cpu_figures(web_cpu, hosts, seconds),
+            "cpu_ms_per_request": 0.624,
+            "rss_mib": {"master": 31.0, "worker": 148.2},
+        },
+        "mariadb": {**bench_load.cpu_figures(mariadb_cpu, hosts, seconds), "idle_pct": 0.4},
+        "redis": {**bench_load.cpu_figures(redis_cpu, hosts, seconds), "idle_pct": 0.2},
+        "simulator_cpu_pct": 41.0,
+        "machine_load": 1.7,
+        "web_run_queue_pct": 2.5,
+        "live_queries": {
+            "started": 11,
+            "completed": 10,
+            "seconds_to_all_median": 10.4,
+            "seconds_to_all_max": 11.9,
+            "enabled": True,
+        },
+        "saturated": False,
+        "contended": False,
+    }
+    result.update(changes)
+    result["goal"] = bench_load.goal(result)
+    return result
+
+
+def test_cpu_per_host_second_and_hosts_per_core():
+    # 36 CPU-seconds over 3,000 hosts x 120 s: 0.1 CPU-ms per host per second, 10,000 per core.
+    assert bench_load.cpu_ms_per_host_second(36.0, 3000, 120.0) == pytest.approx(0.1)
+    assert bench_load.hosts_per_core(0.1) == 10_000
+    assert bench_load.hosts_per_core(0.1333) == 7_501
+    assert bench_load.cpu_figures(36.0, 3000, 120.0) == {
+        "cpu_pct": 30.0,
+        "cpu_ms_per_host_s": 0.1,
+        "hosts_per_core": 10_000,
+    }
+    # Nothing measured is no figure rather than a division by zero.
+    assert bench_load.cpu_ms_per_host_second(1.0, 0, 120.0) == 0.0
+    assert bench_load.hosts_per_core(0.0) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "failed"),
+    [
+        ({}, None),
+        ({"latency_p99_ms": 500.0}, "p99"),
+        ({"transport_errors": 1}, "errors"),
+        ({"web": {"hosts_per_core": 7_499}}, "hosts_per_core"),
+    ],
+)
+def test_goal_needs_every_part(changes, failed):
+    result = {"web": {"hosts_per_core": 7_500}, "latency_p99_ms": 499.0, "client_errors": 0}
+    result |= {"transport_errors": 0, **changes}
+    verdict = bench_load.goal(result)
+    assert verdict["met"] is (failed is None)
+    assert [part for part in ("hosts_per_core", "p99", "errors") if not verdict[part]] == (
+        [failed] if failed else []
+    )
+
+
+def test_report_renders_a_recorded_run(tmp_path):
+    path = tmp_path / "bench-load.json"
+    path.write_text(json.dumps(sample_result()))
+    lines = bench_load.load_report_lines(path)
+    text = "\n".join(lines)
+    assert lines[0] == "## Load report" and lines[-1] == ""
+    assert "| **hosts per web core (derived)** | **10,000** |" in text
+    assert "0.1000 CPU-ms per host per s → 10,000 hosts per core" in text  # web
+    assert "0.0333 CPU-ms per host per s → 30,000 hosts per core (idle before: 0.4 %)" in text  # MariaDB
+    assert "| goal | met: hosts per web core ≥ 7,500: meets; p99 < 500 ms: meets; no errors: meets |" in text
+    assert "10 of 11 reached every host, in 10.4 s (median; max 11.9 s)" in text
+    assert "distributed/read 300.2" in text and "worker 148.2 MiB" in text
+    assert "/proc" in text  # the method says where CPU comes from
+    assert "waited 2.5 % of the window for a core" in text
+    assert "ran above" not in text and "was busy" not in text
+
+
+def test_report_says_what_missed_and_when_the_worker_was_saturated_or_held_up(tmp_path):
+    path = tmp_path / "bench-load.json"
+    result = sample_result(latency_p99_ms=750.0, saturated=True, contended=True, web_run_queue_pct=31.0)
+    path.write_text(json.dumps(result))
+    text = "\n".join(bench_load.load_report_lines(path))
+    assert "| goal | not met: " in text and "p99 < 500 ms: **misses**" in text
+    assert "ran above 85 % of its core" in text
+    assert "The machine was busy: the worker waited 31.0 % of the window" in text
+
+
+def test_report_of_a_run_without_live_queries(tmp_path):
+    path = tmp_path / "bench-load.json"
+    live = {"enabled": False, "started": 0, "completed": 0}
+    path.write_text(json.dumps(sample_result(live_queries=live)))
+    assert "| live queries, one at a time | none in this run (`--no-live`) |" in "\n".join(
+        bench_load.load_report_lines(path)
+    )
+
+
+def test_run_queue_wait_of_this_process():
+    assert bench_load.run_queue_seconds([os.getpid()]) >= 0.0
+    assert bench_load.run_queue_seconds([2**22 + 1]) == 0.0  # no such process
+
+
+def test_report_before_any_run(tmp_path):
+    lines = bench_load.load_report_lines(tmp_path / "absent.json")
+    assert lines[0] == "## Load report"
+    assert "Not measured yet" in lines[2] and "make bench-load" in lines[2]
+
+
+def test_write_section_replaces_only_the_load_report(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Load report\n\nold text\n\n## Fuzzing\n\nkept\n")
+    assert bench_load.write_section(["## Load report", "", "new text", ""], doc)
+    assert doc.read_text() == "# Benchmarks\n\n## Load report\n\nnew text\n\n## Fuzzing\n\nkept\n"
+    other = tmp_path / "other.md"
+    other.write_text("# Benchmarks\n")
+    assert not bench_load.write_section(["## Load report", ""], other)
+    assert other.read_text() == "# Benchmarks\n"
+
+
+def mix_documents() -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(bench_load.MIX_YAML) if doc]
+
+
+def test_mix_is_two_packs_of_five_queries_and_six_labels():
+    docs = mix_documents()
+    labels = [d["spec"] for d in docs if d["kind"] == "label"]
+    packs = [d["spec"] for d in docs if d["kind"] == "pack"]
+    queries = {d["spec"]["name"] for d in docs if d["kind"] == "query"}
+    assert len(labels) == bench_load.MIX["labels"] == 6
+    assert all(label["label_membership_type"] == "dynamic" for label in labels)
+    assert len(packs) == bench_load.MIX["packs"] == 2
+    scheduled = [entry for pack in packs for entry in pack["queries"]]
+    assert len(scheduled) == bench_load.MIX["scheduled_queries"] == 10
+    assert {entry["query"] for entry in scheduled} == queries
+    assert min(e["interval"] for e in scheduled) == 60 and max(e["interval"] for e in scheduled) == 3600
+    assert all(pack["targets"] == {"labels": ["All Hosts"]} for pack in packs)
+
+
+def test_every_query_of_the_mix_runs_on_the_simulated_hosts():
+    docs = mix_documents()
+    sql = {d["spec"]["name"]: d["spec"]["query"] for d in docs if d["kind"] in ("query", "label")}
+    where = {d["spec"]["name"]: d["spec"].get("platform", "") for d in docs if d["kind"] == "label"}
+    for pack in (d["spec"] for d in docs if d["kind"] == "pack"):
+        where |= {e["query"]: e.get("platform", "") for e in pack["queries"]}
+    hosts = make_identities(13, 10, parse_templates("macos:1,windows:1,ubuntu:1,centos:1"))
+    for host in hosts:
+        tables = HostTables(host)
+        for name, statement in [*sql.items(), *((f"live: {s}", s) for s in bench_load.LIVE_SQL)]:
+            if platform_matches(where.get(name, ""), host.template.build_platform):
+                result = execute(statement, tables)
+                assert result.ok, f"{name} on {host.template.build_platform}: {result.message}"
+
+
+@pytest.mark.django_db
+def test_mix_applies_as_specs(tmp_path):
+    path = tmp_path / "mix.yml"
+    path.write_text(bench_load.MIX_YAML)
+    out = io.StringIO()
+    call_command("apply", "-f", str(path), stdout=out, stderr=io.StringIO())
+    assert "18 to create, 0 to update, 0 to delete, 0 unchanged, 0 skipped." in out.getvalue()
+    assert "warning" not in out.getvalue()
