@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchdoc import replace_section  # scripts/benchdoc.py, beside this file
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -335,15 +337,7 @@ def main() -> int:
     print(text)
     if args.write:
         RESULTS.write_text(json.dumps(record, indent=1) + "\n")
-        path = ROOT / "docs" / "benchmarks.md"
-        doc = path.read_text()
-        if SECTION in doc:
-            head, _, rest = doc.partition(SECTION)
-            tail = rest.split("\n## ", 1)
-            doc = head + text + ("\n## " + tail[1] if len(tail) > 1 else "")
-        else:
-            doc = doc.rstrip() + "\n\n" + text
-        path.write_text(doc)
+        replace_section(text.split("\n"), ROOT / "docs" / "benchmarks.md")
     return 0
 
 

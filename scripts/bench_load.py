@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_embedded import _rest, _token  # noqa: E402  (REST as the bench user)
+from benchdoc import replace_section  # noqa: E402  (scripts/benchdoc.py: the shared page)
 from servers import (  # noqa: E402  (scripts/servers.py, beside this file)
     PY,
     Server,
@@ -653,13 +654,7 @@ def load_report_lines(path: Path = RESULTS) -> list[str]:
 
 def write_section(lines: list[str], path: Path = BENCHMARKS) -> bool:
     """Replace the "Load report" section of docs/benchmarks.md (``make bench`` renders it anew)."""
-    doc = path.read_text()
-    if SECTION + "\n" not in doc:
-        return False
-    head, _, rest = doc.partition(SECTION + "\n")
-    tail = rest.split("\n## ", 1)
-    path.write_text(head + "\n".join(lines) + ("\n## " + tail[1] if len(tail) > 1 else ""))
-    return True
+    return replace_section(lines, path, add_before=None)
 
 
 def main(argv: list[str] | None = None) -> int:

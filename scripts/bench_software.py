@@ -41,6 +41,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchdoc import replace_section  # noqa: E402  (scripts/benchdoc.py, beside this file)
 from servers import (  # noqa: E402  (scripts/servers.py, beside this file)
     SECRET,
     Server,
@@ -346,18 +347,7 @@ def report_lines(path: Path = RESULTS) -> list[str]:
 
 def write_section(lines: list[str], path: Path = REPORT) -> None:
     """Replace the "Software inventory" section of the page (or add it before "Fuzzing")."""
-    text = path.read_text() if path.exists() else ""
-    block = "\n".join(lines)
-    if SECTION in text:
-        head, rest = text.split(SECTION, 1)
-        tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
-        text = head + block + "\n" + tail if tail else head + block
-    elif "## Fuzzing" in text:
-        head, tail = text.split("## Fuzzing", 1)
-        text = head + block + "\n## Fuzzing" + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    replace_section(lines, path)
 
 
 # --- main -----------------------------------------------------------------------------------------

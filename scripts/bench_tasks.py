@@ -55,6 +55,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchdoc import replace_section  # scripts/benchdoc.py, beside this file
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SECTION = "## Task agent sessions"
@@ -235,17 +237,7 @@ def report_lines_from(r: dict[str, Any]) -> list[str]:
 
 def write_section(text: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None:
     """Put the section in docs/benchmarks.md in place of the previous one (else before "Fuzzing")."""
-    doc = path.read_text()
-    if SECTION in doc:
-        head, _, rest = doc.partition(SECTION)
-        tail = rest.split("\n## ", 1)
-        doc = head + text + ("\n## " + tail[1] if len(tail) > 1 else "")
-    elif "\n## Fuzzing" in doc:
-        head, _, rest = doc.partition("\n## Fuzzing")
-        doc = head.rstrip("\n") + "\n\n" + text + "\n## Fuzzing" + rest
-    else:
-        doc = doc.rstrip() + "\n\n" + text
-    path.write_text(doc)
+    replace_section(text.split("\n"), path)
 
 
 # --- small helpers ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_load  # noqa: E402
+from benchdoc import replace_section  # noqa: E402
 
 from agentapi.simulator.identity import make_identities, parse_templates  # noqa: E402
 from agentapi.simulator.schedule import platform_matches  # noqa: E402
@@ -206,3 +207,14 @@ def test_mix_applies_as_specs(tmp_path):
     call_command("apply", "-f", str(path), stdout=out, stderr=io.StringIO())
     assert "18 to create, 0 to update, 0 to delete, 0 unchanged, 0 skipped." in out.getvalue()
     assert "warning" not in out.getvalue()
+
+
+def test_a_section_keeps_its_place_and_a_new_one_goes_before_fuzzing(tmp_path):
+    """scripts/benchdoc.py, which every bench script writes its section of the page with."""
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## A\n\nold\n\n## Fuzzing\n\nkept\n")
+    assert replace_section(["## A", "", "new", ""], doc)
+    assert replace_section(["## B", "", "added"], doc)
+    assert doc.read_text() == "# Benchmarks\n\n## A\n\nnew\n\n## B\n\nadded\n\n## Fuzzing\n\nkept\n"
+    assert replace_section(["## Fuzzing", "", "last"], doc)
+    assert doc.read_text().endswith("## B\n\nadded\n\n## Fuzzing\n\nlast\n")
