@@ -605,6 +605,7 @@ def render(r: dict[str, Any]) -> list[str]:
             "than about the server. CPU per host is the server's own all the same.",
             "",
         ]
+    lines += [*(f"- {note}" for note in r.get("notes", [])), *([""] if r.get("notes") else [])]
     lines += [
         "Method: `scripts/bench_load.py` applies two packs of five scheduled queries (intervals 60 s "
         "to 1 h, on All Hosts) and six dynamic labels with `manage.py apply`, then runs `manage.py "
@@ -613,9 +614,10 @@ def render(r: dict[str, Any]) -> list[str]:
         "hosts first enroll and answer their detail, software and label queries (priming, not "
         "measured); the window then runs the same hosts again while one live query at a time on all "
         "hosts is started, followed (a REST poll a second) and stopped through the REST API of the "
-        "same gunicorn. While a host owes a live query an answer the server has it check in every "
-        "5 s (`accelerate`, as Fleet does), so with one always running every host answers one about "
-        "every 10 s and polls twice as often; `--no-live` measures the mix without them. Hourly "
+        "same gunicorn. A host answers a live query in the check-in after it starts (no "
+        "`accelerate` for it: Fleet only hurries a host whose hostname or platform is unknown), so "
+        "with one always running every host answers one about every 10 s, a `distributed/write` per "
+        "check-in; `--no-live` measures the mix without them. Hourly "
         "detail and label refreshes fall outside a window this short (the "
         "software section above puts a refresh at a few ms per host an hour, about 1 % of the "
         "load). CPU is user + system time from /proc of gunicorn's processes, mariadbd and "
@@ -660,9 +662,9 @@ def write_section(lines: list[str], path: Path = BENCHMARKS) -> bool:
 def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    # With a live query always running every host answers one about every 10 s (and polls every
-    # 5 s while it does): about 0.6 CPU-ms per host per second on this machine, so one worker is near
-    # 70 % of its core at 1,200 hosts, below saturation, where its p99 still says something.
+    # With a live query always running every host answers one about every 10 s: about 0.45 CPU-ms
+    # per host per second on this machine, so one worker is near 55 % of its core at 1,200 hosts,
+    # below saturation, where its p99 still says something.
     parser.add_argument("--hosts", type=int, default=1200, help="simulated hosts (default 1200)")
     parser.add_argument("--interval", type=int, default=10, help="check-in and log interval, s (10)")
     parser.add_argument("--prime", type=float, default=120.0, help="seconds of priming (120)")
