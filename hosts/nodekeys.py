@@ -228,11 +228,8 @@ def _fill(key: str, state: HostState, found: tuple | None, now: float) -> None:
     if found is None:
         # Absent: ``add``, so a tombstone written since our read wins over what we read.
         cache.add(key, (now, state, True), _ttl())
-    elif found[1] is None and now - found[0] < SETTLE_SECONDS:
-        cache.set(key, (now, state, False), SETTLE_SECONDS)  # just after a change: briefly
     else:
-        # A settling entry or tombstone past its time (a renewal extended it): cache for good.
-        cache.set(key, (now, state, True), _ttl())
+        _set(key, state, found, now)
 
 
 def _renew(key: str, now: float) -> None:
@@ -264,10 +261,14 @@ def store(state: HostState) -> HostState:
 
 def _put(state: HostState) -> None:
     key = _prefix + state.node_key_hash
-    now = time.time()
-    found = cache.get(key)
+    _set(key, state, cache.get(key), time.time())
+
+
+def _set(key: str, state: HostState, found: tuple | None, now: float) -> None:
+    """Cache ``state`` over ``found``: briefly over a tombstone written moments ago (a change is
+    settling), else for good (also over a settling entry or a tombstone past its time)."""
     if found is not None and found[1] is None and now - found[0] < SETTLE_SECONDS:
-        cache.set(key, (now, state, False), SETTLE_SECONDS)  # forgotten moments ago: briefly
+        cache.set(key, (now, state, False), SETTLE_SECONDS)
     else:
         cache.set(key, (now, state, True), _ttl())
 
