@@ -58,8 +58,9 @@ def report_lines(path: Path = RESULTS) -> list[str]:
         )
     lines += [
         "",
-        "*production*: gunicorn (2 sync workers), MariaDB, Redis; *embedded*: one daphne process on "
-        "SQLite, as `make run`. Defects are replies osquery would misread (5xx, non-JSON, an error "
+        "*production*: gunicorn (2 sync workers), MariaDB, Redis; *embedded*: `make run`'s one "
+        "server process (uvicorn, Django through its WSGI handler) on SQLite. Defects are replies "
+        "osquery would misread (5xx, non-JSON, an error "
         "without `error`, `node_invalid` outside a 401, a valid check-in refused, an MDM endpoint "
         "accepting a message no enrolled device signed), dropped connections, "
         "timeouts, forged log lines, live-query rows accepted but not stored, and memory growth after "
