@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from django.core.cache import cache
 
@@ -42,6 +46,35 @@ def _clean_process_state(settings, tmp_path):
     if circuit is not None:
         circuit.succeeded()
     cache.clear()
+
+
+SETTLE_SECONDS = 30
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every async test settles the thread its sync calls ran in before its event loop closes."""
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is not None and inspect.iscoroutinefunction(function):
+            item.fixturenames.append("_settle_sync_thread")
+
+
+@pytest.fixture
+async def _settle_sync_thread():
+    """Wait, with the test's event loop still running, until the one thread that runs
+    thread-sensitive sync code (``sync_to_async``, ``database_sync_to_async``) is idle.
+
+    A consumer's sync work can outlive its test (a communicator gives a disconnect one second).
+    If that work then hops back to the loop (``async_to_sync``: a channel-layer send from an
+    on-commit hook) after the loop has stopped but before it is closed, the hop is never run and
+    the thread waits for it forever; every later test's first sync call then queues behind it,
+    and the suite hangs. Queueing a no-op behind the leftover work and awaiting it lets that work
+    finish while the loop can still serve its hops."""
+    yield
+    try:
+        await asyncio.wait_for(sync_to_async(lambda: None)(), SETTLE_SECONDS)
+    except TimeoutError:
+        pytest.fail(f"sync work left by this test was still running after {SETTLE_SECONDS} s")
 
 
 @pytest.fixture
