@@ -3,7 +3,8 @@
 With Redis (production), messages go through a long-lived event loop on a background thread, so
 a ``distributed/write`` neither blocks on Redis nor pays for a new event loop and connection per
 message. With the in-memory layer (embedded default), the event must reach consumers on the
-server's own loop, which ``async_to_sync`` does from a request thread.
+server's own loop: ``async_to_sync`` from a request thread, or scheduled on the loop when the
+request runs inline on it (:mod:`fleet.inline_loop`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import logging
 import threading
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+from fleet.inline_loop import call_async
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,6 @@ def publish(campaign_id: int, event: dict[str, Any]) -> None:
         future.add_done_callback(_log_failure)
         return
     try:
-        async_to_sync(layer.group_send)(group, event)
+        call_async(layer.group_send, group, event)
     except Exception as exc:  # watchers are best effort: the result is stored either way
         logger.warning("could not publish a campaign event: %s", exc)

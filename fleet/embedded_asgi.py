@@ -4,9 +4,11 @@ through Channels, in one process, so the in-process channel layer, cache and liv
 are shared by everything. Production runs ``fleet.wsgi`` under gunicorn and ``fleet.asgi`` under
 daphne instead (docs/architecture.md)."""
 
+import gc
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from django.core.wsgi import get_wsgi_application
 
@@ -28,6 +30,23 @@ from fleet.ws_auth import WebSocketAuthStack  # noqa: E402
 from fleet.wsgi_bridge import WSGIBridge  # noqa: E402
 
 _shed_log = {"last": 0.0, "count": 0}
+
+OSQUERY_PREFIXES = ("/api/osquery/", "/api/v1/osquery/")
+LOG_PATHS = frozenset(prefix + "log" for prefix in OSQUERY_PREFIXES)
+
+
+def inline_rule() -> Callable[[str], bool] | None:
+    """Which requests run on the event loop's own thread (fleet/wsgi_bridge.py): osquery's, which
+    only touch SQLite, the cache and local files, except log requests when a log destination is
+    on the network (a slow webhook would stall the whole server). Orbit, Fleet Desktop and MDM may
+    wait on the network (APNs pushes run in-process on the embedded default) and keep the agent
+    threads. ``FLEET_INLINE_AGENT_REQUESTS=false`` puts osquery back on them too."""
+    if not settings.EMBEDDED_INLINE_AGENT_REQUESTS:
+        return None
+    from packs.destinations import network_bound
+
+    excluded = LOG_PATHS if network_bound() else frozenset()
+    return lambda path: path.startswith(OSQUERY_PREFIXES) and path not in excluded
 
 
 def _shed(path: str) -> None:
@@ -51,9 +70,15 @@ application = ProtocolTypeRouter(
             threads=settings.EMBEDDED_SERVER_THREADS,
             agent_threads=settings.EMBEDDED_AGENT_THREADS,
             agent_prefixes=AGENT_PATH_PREFIXES,
+            inline=inline_rule(),
             shed_after=settings.EMBEDDED_SHED_AFTER,
             on_shed=_shed,
         ),
         "websocket": WebSocketAuthStack(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# Everything loaded so far (Django, the URL patterns, the models) lives as long as the process:
+# out of the collector's reach, so a full collection does not walk it and stall the event loop
+# that osquery's requests run on.
+gc.freeze()

@@ -27,6 +27,9 @@ EMBEDDED_SERVER_THREADS = env.int("FLEET_SERVER_THREADS", default=16)
 # Agent requests get threads of their own (a core's worth of Python needs few), and one that waited
 # longer than FLEET_SHED_AFTER seconds for them is answered 503 unrun (fleet/wsgi_bridge.py).
 EMBEDDED_AGENT_THREADS = env.int("FLEET_AGENT_THREADS", default=4)
+# osquery's requests run on the event loop's thread itself, without a thread handoff
+# (fleet/embedded_asgi.py, inline_rule; docs/architecture.md, Serving).
+EMBEDDED_INLINE_AGENT_REQUESTS = env.bool("FLEET_INLINE_AGENT_REQUESTS", default=True)
 EMBEDDED_SHED_AFTER = env.float("FLEET_SHED_AFTER", default=8.0)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)

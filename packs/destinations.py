@@ -445,6 +445,17 @@ _MAX_CONFIGURATIONS = 8
 _instances_lock = threading.Lock()
 
 
+NETWORK_PLUGINS = ("webhook", "nats")
+
+
+def network_bound() -> bool:
+    """Whether a log batch may wait on the network (a webhook or NATS destination) on either
+    stream: the embedded server then runs log requests on a thread, not on its event loop."""
+    cfg = settings.OSQUERY_LOGGING
+    plugins = {p.strip().lower() for key in ("RESULT_PLUGINS", "STATUS_PLUGINS") for p in cfg[key]}
+    return bool(plugins & set(NETWORK_PLUGINS))
+
+
 def _build(log_type: str, cfg: dict[str, Any]) -> list[Destination]:
     plugins = [p.strip().lower() for p in cfg[f"{log_type.upper()}_PLUGINS"] if p.strip()]
     unknown = sorted(set(plugins) - set(PLUGINS))

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
 from fleet.change_stamp import ChangeStamp, stamp_at
+from fleet.inline_loop import call_async
 from taskserver import routing, services
 from taskserver.models import MetricDestination, Task, TaskAgent
 
@@ -103,7 +103,7 @@ def send(agent_ids: Iterable[int], content: dict[str, Any]) -> None:
         return
     event = {"type": "hub.message", "ids": ids, "text": json.dumps(content, separators=(",", ":"))}
     try:
-        async_to_sync(layer.group_send)(HUB_GROUP, event)
+        call_async(layer.group_send, HUB_GROUP, event)
     except Exception:
         logger.warning("could not reach %d task agent(s); they reconcile when they reconnect", len(ids))
 
@@ -141,6 +141,6 @@ def close_agent(agent_id: int) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group(agent_id), {"type": "agent.close"})
+        call_async(layer.group_send, group(agent_id), {"type": "agent.close"})
     except Exception:
         logger.warning("could not close the sessions of deleted task agent %s", agent_id)

@@ -117,6 +117,64 @@ async def test_agent_requests_that_waited_too_long_are_shed_and_people_are_not_q
     assert fresh["status"] == 200 and ran[-1] == "/agent/next"
 
 
+async def test_inline_requests_run_on_the_loop_thread_unseen_and_the_rest_on_pools():
+    """osquery's requests run on the event loop's thread with the loop hidden from them (Django's
+    guard against blocking calls in async code must not trip); other agents and the console keep
+    their thread pools, and a streamed inline answer is joined and closed on the loop's thread."""
+    seen: dict[str, tuple[int, bool]] = {}
+    closed: list[int] = []
+
+    class Streamed:
+        streaming = True
+
+        def __iter__(self):
+            return iter([b"a", b"b"])
+
+        def close(self):
+            closed.append(threading.get_ident())
+
+    def wsgi(environ, start_response):
+        try:
+            asyncio.get_running_loop()
+            loop_visible = True
+        except RuntimeError:
+            loop_visible = False
+        seen[environ["PATH_INFO"]] = (threading.get_ident(), loop_visible)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return Streamed() if environ["PATH_INFO"].endswith("stream") else [b"{}"]
+
+    bridge = WSGIBridge(
+        wsgi, threads=2, agent_threads=1, agent_prefixes=("/agent/",),
+        inline=lambda path: path.startswith("/agent/osquery/"),
+    )  # fmt: skip
+    loop_thread = threading.get_ident()
+    for path in ("/agent/osquery/read", "/agent/osquery/stream", "/agent/orbit/config", "/console/"):
+        response = await HttpCommunicator(bridge, "POST", path).get_response(timeout=5)
+        assert response["status"] == 200
+    assert seen["/agent/osquery/read"] == (loop_thread, False)
+    assert seen["/agent/osquery/stream"] == (loop_thread, False) and closed == [loop_thread]
+    assert seen["/agent/orbit/config"][0] != loop_thread and seen["/console/"][0] != loop_thread
+    assert asyncio.get_running_loop().is_running()  # and the loop is back
+
+
+def test_the_inline_rule_keeps_network_bound_logs_and_other_agents_off_the_loop(settings):
+    from fleet.embedded_asgi import inline_rule
+
+    rule = inline_rule()
+    assert rule is not None
+    for path in ("/api/osquery/distributed/read", "/api/v1/osquery/config", "/api/osquery/log"):
+        assert rule(path), path
+    others = ("/api/fleet/orbit/config", "/mdm/apple/mdm", "/api/latest/fleet/device/x/desktop", "/healthz")
+    for path in others:
+        assert not rule(path), path
+    settings.OSQUERY_LOGGING = {**settings.OSQUERY_LOGGING, "STATUS_PLUGINS": ["filesystem", "webhook"]}
+    rule = inline_rule()
+    assert rule is not None and not rule("/api/osquery/log") and not rule("/api/v1/osquery/log")
+    assert rule("/api/osquery/distributed/write")
+    settings.EMBEDDED_INLINE_AGENT_REQUESTS = False
+    assert inline_rule() is None
+
+
 async def test_django_answers_through_the_bridge():
     response = await HttpCommunicator(application, "GET", "/healthz").get_response(timeout=10)
     assert response["status"] == 200
