@@ -203,6 +203,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "transport_errors": stats["transport_errors"],
             "latency_p50_ms": stats["latency_p50_ms"],
             "latency_p99_ms": stats["latency_p99_ms"],
+            "over_500ms_by_endpoint": stats.get("over_500ms_by_endpoint", {}),
+            "simulator_loop_lag_max_ms": stats.get("simulator_loop_lag_max_ms"),
+            "simulator_loop_lags_over_500ms": stats.get("simulator_loop_lags_over_500ms"),
+            "simulator_gc_pause_max_ms": stats.get("simulator_gc_pause_max_ms"),
             "server_cpu_pct": round((cpu1 - cpu0) / elapsed * 100, 1),
             "server_cpu_ms_per_request": round((cpu1 - cpu0) / max(requests, 1) * 1000, 3),
             "server_peak_rss_mib": round(peak_rss / 2**20, 1),
@@ -243,6 +247,18 @@ def report_lines(path: Path = RESULTS) -> list[str]:
         if primed
         else []
     )
+    slow = r.get("over_500ms_by_endpoint")
+    stall_rows = (
+        [
+            "| requests over 500 ms, by endpoint | "
+            + (", ".join(f"{name} {count:,}" for name, count in sorted(slow.items())) or "none")
+            + " |",
+            f"| load generator's own stalls (event loop lag max; GC pause max) | "
+            f"{r.get('simulator_loop_lag_max_ms', '?')} ms; {r.get('simulator_gc_pause_max_ms', '?')} ms |",
+        ]
+        if slow is not None
+        else []
+    )
     return [
         "## The embedded default at 5,000 hosts",
         "",
@@ -257,6 +273,7 @@ def report_lines(path: Path = RESULTS) -> list[str]:
         f"| requests | {r['requests']:,} in {r['seconds']} s ({r['requests_per_s']} req/s) |",
         f"| client errors | {r['client_errors']} (transport {r['transport_errors']}) |",
         f"| latency p50 / p99 | {r['latency_p50_ms']} ms / {r['latency_p99_ms']} ms |",
+        *stall_rows,
         f"| server CPU | {r['server_cpu_pct']} % of a core, "
         f"{r['server_cpu_ms_per_request']} ms per request |",
         f"| server memory (peak RSS) | {r['server_peak_rss_mib']} MiB |",

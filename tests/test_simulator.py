@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -429,6 +430,25 @@ def test_simulated_agents_enroll_and_report_vitals(live_server, settings):
         assert host.os_version and host.osquery_version == identity.osquery_version
         assert host.primary_ip == identity.ip and host.uptime > 0  # from the detail queries
     assert "enrolled 4/4" in output[-1]
+    # The load generator reports its own stalls, so a reader can tell them from the server's.
+    report = stats.as_dict()
+    assert 0 <= report["simulator_loop_lag_max_ms"] < 3500
+    assert report["simulator_gc_pause_max_ms"] >= 0 and gc.get_freeze_count() > 0
+    gc.unfreeze()
+
+
+def test_slow_requests_are_counted_by_endpoint_and_stalls_noted():
+    stats = Stats()
+    stats.record("config", True, 0.6)
+    stats.record("config", True, 0.01)
+    stats.record("distributed/write", False, 2.0, "TimeoutError")
+    stats.note_loop_lag(0.7)
+    stats.note_loop_lag(0.2)
+    stats.note_gc_pause(0.05)
+    report = stats.as_dict()
+    assert report["over_500ms_by_endpoint"] == {"config": 1, "distributed/write": 1}
+    assert report["simulator_loop_lag_max_ms"] == 700.0 and report["simulator_loop_lags_over_500ms"] == 1
+    assert report["simulator_gc_pause_max_ms"] == 50.0
 
 
 def test_stats_reset_starts_a_measurement_after_a_warm_up():

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +118,43 @@ async def _report(
         out(progress.line(sum(1 for a in agents if a.node_key), len(agents)))
 
 
+async def _watch_loop_lag(stats: Stats, every: float = 0.1) -> None:
+    """How late this process's event loop wakes up: time the simulator itself adds to every
+    latency it reports."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every
+        await asyncio.sleep(every)
+        stats.note_loop_lag(max(loop.time() - due, 0.0))
+
+
+async def _keep_the_heap_out_of_gc(every: float = 10.0) -> None:
+    """Move what the agents hold (their tables, identities, sessions) out of the collector's reach
+    every ``every`` seconds (``gc.freeze``, O(1)). Five thousand agents hold millions of objects,
+    and each full collection walked them all: the simulator's loop stalled for up to 0.8 s, which
+    it then reported as the server's latency. Short-lived garbage is still collected."""
+    while True:
+        gc.freeze()
+        await asyncio.sleep(every)
+
+
+@contextlib.contextmanager
+def _gc_pauses_noted(stats: Stats) -> Iterator[None]:
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            stats.note_gc_pause(time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(callback)
+
+
 async def _every(seconds: float, action: Callable[[], None]) -> None:
     while True:
         await asyncio.sleep(seconds)
@@ -173,6 +212,9 @@ async def simulate(
         # The token file follows rotations within seconds (make run prints My device links from it).
         reporter = asyncio.create_task(_report(agents, progress, config.progress_interval, out))
         token_writer = asyncio.create_task(_every(2.0, write_tokens)) if token_file else None
+        lag_watcher = asyncio.create_task(_watch_loop_lag(stats))
+        gc_freezer = asyncio.create_task(_keep_the_heap_out_of_gc())
+        mdm_stack.enter_context(_gc_pauses_noted(stats))
         if config.stats_after > 0:
             loop = asyncio.get_running_loop()
             loop.call_later(config.stats_after, stats.reset)
@@ -189,7 +231,9 @@ async def simulate(
         timeout = config.duration if config.duration and config.duration > 0 else None
         done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
-        helpers = [reporter, waiter, *([token_writer] if token_writer is not None else [])]
+        helpers = [reporter, waiter, lag_watcher, gc_freezer]
+        if token_writer is not None:
+            helpers.append(token_writer)
         for task in [*work, *helpers]:
             task.cancel()
         await asyncio.gather(*work, *helpers, return_exceptions=True)

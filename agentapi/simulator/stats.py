@@ -18,6 +18,9 @@ LATENCY_BOUNDS = (
 )  # fmt: skip
 
 
+SLOW = 0.5  # seconds: issue 13's p99 goal
+
+
 @dataclass
 class Stats:
     requests: Counter[str] = field(default_factory=Counter)  # by endpoint
@@ -41,6 +44,12 @@ class Stats:
     # Requests by latency bucket (LATENCY_BOUNDS, seconds; one more for slower): a bisect and an
     # increment per request, cheap enough for thousands of agents, and enough for a p99.
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    # Which endpoints the slow requests were (over SLOW seconds), and how late the simulator's own
+    # event loop ran (a busy load generator reports its lag as the server's latency).
+    slow: Counter[str] = field(default_factory=Counter)
+    loop_lag_max: float = 0.0
+    loop_lag_over_slow: int = 0
+    gc_pause_max: float = 0.0
 
     def reset(self) -> None:
         """Start counting afresh (``--stats-after``: a measurement after a warm-up); the counters
@@ -53,6 +62,8 @@ class Stats:
         self.requests[endpoint] += 1
         self.latency_total += elapsed
         self.latency_buckets[bisect.bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+        if elapsed > SLOW:
+            self.slow[endpoint] += 1
         if not ok:
             self.failures[endpoint] += 1
             if error:
@@ -97,7 +108,19 @@ class Stats:
             "mdm_pushes": self.mdm_pushes,
             "latency_p50_ms": round(self.latency_percentile(50) * 1000, 1),
             "latency_p99_ms": round(self.latency_percentile(99) * 1000, 1),
+            f"over_{SLOW * 1000:.0f}ms_by_endpoint": dict(self.slow),
+            "simulator_loop_lag_max_ms": round(self.loop_lag_max * 1000, 1),
+            f"simulator_loop_lags_over_{SLOW * 1000:.0f}ms": self.loop_lag_over_slow,
+            "simulator_gc_pause_max_ms": round(self.gc_pause_max * 1000, 1),
         }
+
+    def note_gc_pause(self, seconds: float) -> None:
+        self.gc_pause_max = max(self.gc_pause_max, seconds)
+
+    def note_loop_lag(self, lag: float) -> None:
+        self.loop_lag_max = max(self.loop_lag_max, lag)
+        if lag > SLOW:
+            self.loop_lag_over_slow += 1
 
 
 class Progress:
