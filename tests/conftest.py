@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -61,16 +62,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 async def _settle_sync_thread():
-    """Wait, with the test's event loop still running, until the one thread that runs
-    thread-sensitive sync code (``sync_to_async``, ``database_sync_to_async``) is idle.
+    """Before the test's event loop closes, with it still running: stop what the test left
+    running, then wait until the one thread that runs thread-sensitive sync code
+    (``sync_to_async``, ``database_sync_to_async``) is idle.
 
-    A consumer's sync work can outlive its test (a communicator gives a disconnect one second).
-    If that work then hops back to the loop (``async_to_sync``: a channel-layer send from an
-    on-commit hook) after the loop has stopped but before it is closed, the hop is never run and
-    the thread waits for it forever; every later test's first sync call then queues behind it,
-    and the suite hangs. Queueing a no-op behind the leftover work and awaiting it lets that work
-    finish while the loop can still serve its hops."""
+    pytest-asyncio's own shutdown cancels leftover tasks once and waits for them without a limit.
+    A WebSocket consumer that a test left connected has a channels-redis ``receive`` task, and that
+    task can absorb one cancellation and go back to waiting for the next message: the MariaDB+Redis
+    run then hung in that shutdown, forever (reproduced: a test that leaves a consumer connected,
+    repeated, hung within three runs; every second or third needed a second cancellation). Here
+    each leftover task is cancelled again until it ends, within ``SETTLE_SECONDS``, or the test
+    fails with their stacks.
+
+    Then the sync thread: a consumer's sync work can outlive its test, and if it hops back to the
+    loop (``async_to_sync`` from an on-commit hook) after the loop stopped but before it closed,
+    the hop never runs, the thread waits forever and every later test's first sync call queues
+    behind it. Queueing a no-op behind that work lets it finish while the loop still serves it."""
     yield
+    deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
+    current = asyncio.current_task()
+    while True:
+        leftovers = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if not leftovers:
+            break
+        if asyncio.get_running_loop().time() > deadline:
+            for task in leftovers:
+                task.print_stack(file=sys.stderr)
+            pytest.fail(f"{len(leftovers)} task(s) left by this test would not stop when cancelled")
+        for task in leftovers:
+            task.cancel()
+        await asyncio.wait(leftovers, timeout=0.5)
     try:
         await asyncio.wait_for(sync_to_async(lambda: None)(), SETTLE_SECONDS)
     except TimeoutError:
