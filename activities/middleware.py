@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 
 from activities.choices import Surface
 from activities.context import acting_as
-from agentapi.errorlog import AGENT_PATH_PREFIXES
+from agentapi.errorlog import OSQUERY_ORBIT_PREFIXES
 
 CONSOLE_PREFIX = "/admin/"
 REST_PREFIX = "/api/v1/"
@@ -25,7 +25,7 @@ REST_PREFIX = "/api/v1/"
 
 def surface_for_path(path: str) -> str | None:
     """The surface a request path belongs to, or ``None`` for paths that record nothing."""
-    if path.startswith(AGENT_PATH_PREFIXES):
+    if path.startswith(OSQUERY_ORBIT_PREFIXES):
         return None
     if path.startswith(CONSOLE_PREFIX):
         return Surface.CONSOLE

@@ -18,7 +18,10 @@ logger = logging.getLogger("agentapi.errors")
 
 SUMMARY_INTERVAL = 60.0
 MAX_KINDS = 50  # distinct (status, reason) pairs kept between summaries; the rest count as "other"
-AGENT_PATH_PREFIXES = ("/api/osquery/", "/api/v1/osquery/", "/api/fleet/orbit/")
+# osquery's and orbit's endpoints: the fast path (agentapi.middleware), JSON errors, this log's
+# summaries. Every agent, Fleet Desktop, MDM and TUF included, is fleet.request_metrics'
+# ALL_AGENT_PREFIXES.
+OSQUERY_ORBIT_PREFIXES = ("/api/osquery/", "/api/v1/osquery/", "/api/fleet/orbit/")
 
 _lock = threading.Lock()
 _counts: Counter[tuple[int, str]] = Counter()
@@ -76,4 +79,4 @@ class DropAgentClientErrors(logging.Filter):
         request = getattr(record, "request", None)
         if status is None or request is None or not 400 <= status < 500:
             return True
-        return not str(getattr(request, "path", "")).startswith(AGENT_PATH_PREFIXES)
+        return not str(getattr(request, "path", "")).startswith(OSQUERY_ORBIT_PREFIXES)

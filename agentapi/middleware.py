@@ -23,7 +23,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, ResolverMatch, get_resolver, set_urlconf
 
-from agentapi.errorlog import AGENT_PATH_PREFIXES
+from agentapi.errorlog import OSQUERY_ORBIT_PREFIXES
 from agentapi.wire import AgentError, error_response
 
 
@@ -35,7 +35,7 @@ class AgentJsonErrorsMiddleware:
         response = self.get_response(request)
         if (
             response.status_code >= 400
-            and request.path.startswith(AGENT_PATH_PREFIXES)
+            and request.path.startswith(OSQUERY_ORBIT_PREFIXES)
             and not response.get("Content-Type", "").startswith("application/json")
         ):
             reason = response.reason_phrase or "error"
@@ -74,7 +74,7 @@ class AgentFastPathMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
-        if not path.startswith(AGENT_PATH_PREFIXES):
+        if not path.startswith(OSQUERY_ORBIT_PREFIXES):
             return self.get_response(request)
         urlconf = getattr(request, "urlconf", None)
         match = self._matches.get((urlconf, path))

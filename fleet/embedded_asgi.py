@@ -24,7 +24,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from fleet.metrics import AGENT_REQUESTS_SHED  # noqa: E402
-from fleet.request_metrics import AGENT_PATH_PREFIXES  # noqa: E402
+from fleet.request_metrics import ALL_AGENT_PREFIXES  # noqa: E402
 from fleet.routing import websocket_urlpatterns  # noqa: E402
 from fleet.ws_auth import WebSocketAuthStack  # noqa: E402
 from fleet.wsgi_bridge import WSGIBridge  # noqa: E402
@@ -69,7 +69,7 @@ application = ProtocolTypeRouter(
             django_wsgi_app,
             threads=settings.EMBEDDED_SERVER_THREADS,
             agent_threads=settings.EMBEDDED_AGENT_THREADS,
-            agent_prefixes=AGENT_PATH_PREFIXES,
+            agent_prefixes=ALL_AGENT_PREFIXES,
             inline=inline_rule(),
             shed_after=settings.EMBEDDED_SHED_AFTER,
             on_shed=_shed,

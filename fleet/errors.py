@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from agentapi.errorlog import AGENT_PATH_PREFIXES
+from agentapi.errorlog import OSQUERY_ORBIT_PREFIXES
 
 
 def _explain(exception: Any) -> str:
@@ -31,7 +31,7 @@ def _explain(exception: Any) -> str:
 
 def bad_request(request: HttpRequest, exception: Any = None) -> HttpResponse:
     message = _explain(exception)
-    if request.path.startswith(AGENT_PATH_PREFIXES):
+    if request.path.startswith(OSQUERY_ORBIT_PREFIXES):
         # Agents get their own JSON shape ({"error": ...}) from AgentJsonErrorsMiddleware.
         return HttpResponseBadRequest(message, content_type="text/plain")
     if request.path.startswith("/api/"):

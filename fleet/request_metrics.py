@@ -22,7 +22,9 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import Counter, Histogram
 
-AGENT_PATH_PREFIXES = (
+# Every agent's endpoints (metrics by endpoint; the embedded server's agent threads and shedding).
+# osquery and orbit alone, for the fast path, are agentapi.errorlog's OSQUERY_ORBIT_PREFIXES.
+ALL_AGENT_PREFIXES = (
     "/api/osquery/",
     "/api/v1/osquery/",
     "/api/fleet/orbit/",
@@ -76,7 +78,7 @@ class AgentRequestMetricsMiddleware:
         self._seen: dict[tuple[str | None, int], tuple[Any, bool]] = {}
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not request.path.startswith(AGENT_PATH_PREFIXES):
+        if not request.path.startswith(ALL_AGENT_PREFIXES):
             return self.get_response(request)
         start = perf_counter()
         response = self.get_response(request)
