@@ -11,8 +11,8 @@ worker thread: one hop, and the request runs the same code as under gunicorn.
 osquery's requests (every host, every few seconds) skip the hop: with an ``inline`` rule that
 matches them, they run on the event loop's own thread. A process has one core's worth of Python,
 and handing each request to a thread and back cost more in GIL handoffs than the request itself
-(``make bench-embedded`` at 5,000 hosts: p50 200 ms with agent threads, 7.5 ms inline; server CPU
-per request 0.93 ms to 0.47 ms). The loop waits meanwhile, so only requests that never wait on
+(``make bench-embedded`` at 5,000 hosts: p99 1.5 s and 0.76 ms of server CPU per request with
+agent threads, p99 50 ms and 0.53 ms inline). The loop waits meanwhile, so only requests that never wait on
 the network may be inline (:func:`fleet.embedded_asgi.inline_rule`); a streamed answer is joined
 there too.
 

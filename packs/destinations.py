@@ -452,12 +452,17 @@ def network_bound() -> bool:
     """Whether a log batch may wait on the network (a webhook or NATS destination) on either
     stream: the embedded server then runs log requests on a thread, not on its event loop."""
     cfg = settings.OSQUERY_LOGGING
-    plugins = {p.strip().lower() for key in ("RESULT_PLUGINS", "STATUS_PLUGINS") for p in cfg[key]}
+    plugins = {p for log_type in ("result", "status") for p in _plugins(log_type, cfg)}
     return bool(plugins & set(NETWORK_PLUGINS))
 
 
+def _plugins(log_type: str, cfg: dict[str, Any]) -> list[str]:
+    """The stream's configured plugin names, normalised, in order (repeats kept)."""
+    return [p.strip().lower() for p in cfg[f"{log_type.upper()}_PLUGINS"] if p.strip()]
+
+
 def _build(log_type: str, cfg: dict[str, Any]) -> list[Destination]:
-    plugins = [p.strip().lower() for p in cfg[f"{log_type.upper()}_PLUGINS"] if p.strip()]
+    plugins = _plugins(log_type, cfg)
     unknown = sorted(set(plugins) - set(PLUGINS))
     if unknown:
         raise ImproperlyConfigured(f"unknown {log_type} log plugin(s) {unknown}; expected {PLUGINS}")

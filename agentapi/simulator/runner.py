@@ -190,14 +190,14 @@ async def simulate(
         HttpTransport(
             config.url, connections=config.connections, insecure=config.insecure, ca_file=config.ca_file
         ) as transport,
-        contextlib.AsyncExitStack() as mdm_stack,
+        contextlib.AsyncExitStack() as exit_stack,
     ):
         agents = build_agents(transport, config, stats, stop)
         tokens: dict[str, str] = {}
         orbits = build_orbits(agents, config, tokens)
         macs: dict[int, apple_sim.MacRunner] = {}
         if config.mdm is not None and not config.only_enroll:
-            macs = await _start_macs(agents, config, stats, stop, mdm_stack, out)
+            macs = await _start_macs(agents, config, stats, stop, exit_stack, out)
         token_file = config.orbit.token_file if config.orbit is not None else ""
 
         written: dict[str, str] = {}
@@ -214,7 +214,7 @@ async def simulate(
         token_writer = asyncio.create_task(_every(2.0, write_tokens)) if token_file else None
         lag_watcher = asyncio.create_task(_watch_loop_lag(stats))
         gc_freezer = asyncio.create_task(_keep_the_heap_out_of_gc())
-        mdm_stack.enter_context(_gc_pauses_noted(stats))
+        exit_stack.enter_context(_gc_pauses_noted(stats))
         if config.stats_after > 0:
             loop = asyncio.get_running_loop()
             loop.call_later(config.stats_after, stats.reset)
