@@ -139,6 +139,18 @@ class CampaignConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "result", "data": event["result"]})
         await self._send_status()
 
+    async def campaign_results(self, event: dict[str, Any]) -> None:
+        """A batch of answers (``stream.messages``): each as its own ``result``, then one status."""
+        if self.counts is None:
+            return
+        sent = False
+        for result in event["results"]:
+            if self.counts.add(result):
+                await self.send_json({"type": "result", "data": result})
+                sent = True
+        if sent:
+            await self._send_status()
+
     async def campaign_ended(self, event: dict[str, Any]) -> None:
         if self.counts is None:
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -271,26 +272,27 @@ def record_answer(
     agent as an ``error`` it retries (agentapi/endpoint.py), the host is still pending, and the
     retry is kept.
 
-    "Pending" is asked of the store itself (``is_pending``: one Redis round trip), never of this
-    process's copy of it, which does not know yet of a campaign another process started a moment
-    ago (judged by the copy, such answers were dropped). A repeat meets the unique
-    (campaign, host) row and completes the host only if the attempt that stored it died before
-    doing so. Whoever completes the host counts and publishes the answer, then ends the campaign
-    if it was the last: once each, and the end after the last answer.
+    "Pending" is asked of the store itself (``claim``: one Redis round trip, which also grants the
+    rows kept under the campaign's cap), never of this process's copy of it, which does not know
+    yet of a campaign another process started a moment ago (judged by the copy, such answers were
+    dropped). A repeat meets the unique (campaign, host) row and completes the host only if the
+    attempt that stored it died before doing so. Whoever completes the host counts and publishes
+    the answer, then ends the campaign if it was the last: once each, and the end after the last
+    answer.
     """
     store = get_store()
+    wanted = len(rows) if status == 0 else 0
     try:
-        pending = store.is_pending(campaign_id, host_id)
+        granted = store.claim(campaign_id, host_id, wanted, settings.LIVE_QUERY["MAX_ROWS"])
     except RedisError as exc:  # the store is down: the host stays pending and is asked again later
         logger.warning("live-query store unavailable, answer to campaign %s not kept: %s", campaign_id, exc)
         return None
-    if not pending:
+    if granted is None:
         return None  # late, repeated, or for a campaign that ended: accepted and ignored
     if status != 0:
         state, kept = ResultState.FAILED, []
     else:
         state = ResultState.ROWS if rows else ResultState.NO_ROWS
-        granted = _reserve_rows(store, campaign_id, len(rows)) if rows else 0
         kept = rows[:granted]
     # A DatabaseError other than a refusal propagates: nothing is stored and the host stays pending.
     result = _store_result(
@@ -325,15 +327,6 @@ def record_answer(
     return result
 
 
-def _reserve_rows(store: Any, campaign_id: int, wanted: int) -> int:
-    """Rows of this answer to keep under the campaign's cap; all of them if the store just failed
-    (the cap only bounds a campaign's size)."""
-    try:
-        return store.reserve_rows(campaign_id, wanted, settings.LIVE_QUERY["MAX_ROWS"])
-    except RedisError:
-        return wanted
-
-
 def _store_result(
     campaign_id: int, host_id: int, hostname: str, state: str, rows: list, row_count: int, error: str
 ) -> CampaignResult | None:
@@ -344,8 +337,12 @@ def _store_result(
     for the host forever. Other database errors (an outage) propagate, and the agent retries.
     """
     fields = {"campaign_id": campaign_id, "host_id": host_id, "hostname": hostname[:255]}
+    # One INSERT is atomic by itself. A savepoint is needed only inside a transaction, which a
+    # refused INSERT would otherwise break; outside one (every answer in production), atomic()
+    # cost three more round trips: autocommit off, COMMIT, autocommit on.
+    guard = transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
     try:
-        with transaction.atomic():
+        with guard:
             return CampaignResult.objects.create(
                 **fields, state=state, rows=rows, row_count=row_count, error=error
             )

@@ -13,7 +13,7 @@ with one campaign running); larger bitmaps are asked with one pipelined ``GETBIT
 as Fleet does. A copy is at most ``ACTIVE_CACHE_SECONDS`` old and the process that records an
 answer clears its own bit at once; a host checks in again only after its accelerated interval
 (5 s), so it is not sent a query it has just answered (and a repeated answer is ignored anyway).
-An answer, though, is checked against the shared bitmap itself (``is_pending``, one ``GETBIT``):
+An answer, though, is checked against the shared bitmap itself (``claim``, one script call):
 the copy does not know yet of a campaign another process started a moment ago, and judged by it
 such answers were dropped (the short fuzz run on MariaDB+Redis counted three).
 """
@@ -52,21 +52,19 @@ class LiveQueryStore(ABC):
         """The SQL of every active campaign this host has not answered yet, by campaign id."""
 
     @abstractmethod
-    def is_pending(self, campaign_id: int, host_id: int) -> bool:
-        """Whether the host still owes the campaign an answer, as the store holds it now.
+    def claim(self, campaign_id: int, host_id: int, wanted: int, cap: int) -> int | None:
+        """Whether the host still owes the campaign an answer, as the store holds it now, and if so
+        how many of its ``wanted`` rows may be kept under the campaign's ``cap`` (``None``: not
+        pending). One call, as it is made for every live answer.
 
         Never from a per-process copy (up to ``ACTIVE_CACHE_SECONDS`` old), which would not yet
         know a campaign another process started a moment ago: an answer is stored only when this
-        says yes, and the host is marked done (``complete_host``) after it is stored.
+        grants it, and the host is marked done (``complete_host``) after it is stored.
         """
 
     @abstractmethod
     def complete_host(self, campaign_id: int, host_id: int) -> Completion | None:
         """Mark the host done; ``None`` when it was not pending (late, repeated or stopped)."""
-
-    @abstractmethod
-    def reserve_rows(self, campaign_id: int, wanted: int, cap: int) -> int:
-        """How many of ``wanted`` rows may still be kept under the campaign's ``cap``."""
 
     @abstractmethod
     def stop(self, campaign_id: int) -> None:
@@ -153,11 +151,15 @@ class MemoryStore(LiveQueryStore):
         self._sync()
         return {cid: c.sql for cid, c in list(self._campaigns.items()) if host_id in c.pending}
 
-    def is_pending(self, campaign_id: int, host_id: int) -> bool:
+    def claim(self, campaign_id: int, host_id: int, wanted: int, cap: int) -> int | None:
         self._sync()  # the store itself: one process serves every agent
         with self._lock:
             campaign = self._campaigns.get(campaign_id)
-            return campaign is not None and host_id in campaign.pending
+            if campaign is None or host_id not in campaign.pending:
+                return None
+            granted = max(0, min(wanted, cap - campaign.rows))
+            campaign.rows += granted
+            return granted
 
     def complete_host(self, campaign_id: int, host_id: int) -> Completion | None:
         self._sync()
@@ -168,15 +170,6 @@ class MemoryStore(LiveQueryStore):
             campaign.pending.discard(host_id)
             campaign.answered += 1
             return Completion(campaign.answered, len(campaign.pending))
-
-    def reserve_rows(self, campaign_id: int, wanted: int, cap: int) -> int:
-        with self._lock:
-            campaign = self._campaigns.get(campaign_id)
-            if campaign is None:
-                return 0
-            granted = max(0, min(wanted, cap - campaign.rows))
-            campaign.rows += granted
-            return granted
 
     def stop(self, campaign_id: int) -> None:
         with self._lock:
@@ -204,12 +197,13 @@ local remaining = redis.call('DECR', KEYS[2])
 local answered = redis.call('INCR', KEYS[3])
 return {answered, remaining}
 """
-# Grant up to ARGV[1] rows under the cap ARGV[2]; returns the number granted.
-_RESERVE_SCRIPT = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local granted = math.max(0, math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - used))
-if granted > 0 then redis.call('INCRBY', KEYS[1], granted) end
+# Nil unless the host's bit is set (KEYS[1], bit ARGV[1]); else grant up to ARGV[2] rows under the
+# cap ARGV[3] (KEYS[2] counts the rows granted) and return how many.
+_CLAIM_SCRIPT = """
+if redis.call('GETBIT', KEYS[1], ARGV[1]) == 0 then return false end
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+local granted = math.max(0, math.min(tonumber(ARGV[2]), tonumber(ARGV[3]) - used))
+if granted > 0 then redis.call('INCRBY', KEYS[2], granted) end
 return granted
 """
 _ACTIVE = "fleet:lq:active"
@@ -266,7 +260,7 @@ class RedisStore(LiveQueryStore):
         self._active_until = 0.0
         self._lock = threading.Lock()
         self._complete = self._redis.register_script(_COMPLETE_SCRIPT)
-        self._reserve = self._redis.register_script(_RESERVE_SCRIPT)
+        self._claim = self._redis.register_script(_CLAIM_SCRIPT)
         self._small_bitmap = self._redis.register_script(_SMALL_BITMAP_SCRIPT)
 
     def start(self, campaign_id: int, sql: str, host_ids: Iterable[int]) -> None:
@@ -337,9 +331,12 @@ class RedisStore(LiveQueryStore):
                     found[campaign_id] = active[campaign_id][0]
         return found
 
-    def is_pending(self, campaign_id: int, host_id: int) -> bool:
-        """One ``GETBIT`` on the shared bitmap (a stopped campaign's is gone: 0)."""
-        return bool(self.circuit.call(self._redis.getbit, _key(campaign_id, "hosts"), host_id))
+    def claim(self, campaign_id: int, host_id: int, wanted: int, cap: int) -> int | None:
+        """One script: ``GETBIT`` on the shared bitmap (a stopped campaign's is gone: not pending),
+        then the rows granted. Reading a bit creates no key."""
+        keys = [_key(campaign_id, "hosts"), _key(campaign_id, "rows")]
+        granted = self.circuit.call(self._claim, keys=keys, args=[host_id, wanted, cap])
+        return None if granted is None else int(granted)
 
     def complete_host(self, campaign_id: int, host_id: int) -> Completion | None:
         keys = [_key(campaign_id, part) for part in ("hosts", "remaining", "answered")]
@@ -350,10 +347,6 @@ class RedisStore(LiveQueryStore):
         if not result:
             return None
         return Completion(int(result[0]), int(result[1]))
-
-    def reserve_rows(self, campaign_id: int, wanted: int, cap: int) -> int:
-        keys = [_key(campaign_id, "rows"), _key(campaign_id, "sql")]
-        return int(self.circuit.call(self._reserve, keys=keys, args=[wanted, cap]))
 
     def stop(self, campaign_id: int) -> None:
         pipe = self._redis.pipeline(transaction=True)

@@ -1,17 +1,26 @@
 """Publishing campaign events to the watchers' Channels group, from sync code.
 
-With Redis (production), messages go through a long-lived event loop on a background thread, so
-a ``distributed/write`` neither blocks on Redis nor pays for a new event loop and connection per
-message. With the in-memory layer (embedded default), the event must reach consumers on the
-server's own loop: ``async_to_sync`` from a request thread, or scheduled on the loop when the
-request runs inline on it (:mod:`fleet.inline_loop`).
+With Redis (production), events are handed to a long-lived event loop on a background thread
+and sent from there in batches, at most ``FLUSH_SECONDS`` after they were published: a
+``distributed/write`` neither waits on Redis nor wakes another thread for its answer. Sent one by
+one, each answer cost its web process 0.6 ms of CPU (a thread handoff and channels-redis'
+three round trips), 40 % of the whole request; in a batch the group is looked up once for many
+answers. Consecutive results of a campaign travel as one ``campaign.results`` message; any
+other event (``campaign.ended``) keeps its place after them, and batches leave in the order they
+were made. A process that exits sends what it still holds (``atexit``).
+
+With the in-memory layer (embedded default), the event must reach consumers on the server's own
+loop: ``async_to_sync`` from a request thread, or scheduled on the loop when the request runs
+inline on it (:mod:`fleet.inline_loop`). Those stay one message per event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
+from itertools import groupby
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -20,6 +29,9 @@ from django.conf import settings
 from fleet.inline_loop import call_async
 
 logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.1  # the longest a watcher waits for an answer because of batching
+BATCH_RESULTS = 100  # results per ``campaign.results`` message at most (bounds a message's size)
 
 
 def group_name(campaign_id: int) -> str:
@@ -44,9 +56,77 @@ class _BackgroundLoop:
 _background = _BackgroundLoop()
 
 
-def _log_failure(future: Any) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.warning("could not publish a campaign event: %s", future.exception())
+def messages(events: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+    """The group messages for ``events`` (campaign id, event), in order: runs of results of one
+    campaign become ``campaign.results`` messages of at most ``BATCH_RESULTS``."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    def run_of(item: tuple[int, dict[str, Any]]) -> tuple[int, bool]:
+        return item[0], item[1]["type"] == "campaign.result"
+
+    for (campaign_id, is_result), run in groupby(events, key=run_of):
+        items = [event for _, event in run]
+        if not is_result:
+            out.extend((campaign_id, event) for event in items)
+            continue
+        for start in range(0, len(items), BATCH_RESULTS):
+            chunk = [event["result"] for event in items[start : start + BATCH_RESULTS]]
+            out.append((campaign_id, {"type": "campaign.results", "results": chunk}))
+    return out
+
+
+class _Batcher:
+    """Events waiting for the next flush on the publisher loop; one flush at a time, in order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[tuple[int, dict[str, Any]]] = []
+        self._scheduled = False
+        self._sending: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+
+    def add(self, campaign_id: int, event: dict[str, Any]) -> None:
+        with self._lock:
+            self._events.append((campaign_id, event))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        loop = _background.loop()
+        loop.call_soon_threadsafe(loop.call_later, FLUSH_SECONDS, self._start_flush)
+
+    def _start_flush(self) -> None:
+        asyncio.ensure_future(self.flush())
+
+    def _take(self) -> list[tuple[int, dict[str, Any]]]:
+        with self._lock:
+            events, self._events, self._scheduled = self._events, [], False
+            return events
+
+    async def flush(self) -> None:
+        """Send what is waiting (on the publisher loop). Failures are logged: watchers are best
+        effort, the answers are stored either way and a watcher that reconnects reads them."""
+        loop = asyncio.get_running_loop()
+        if self._sending is None or self._sending[0] is not loop:
+            self._sending = (loop, asyncio.Lock())
+        async with self._sending[1]:  # the batch before this one has left: order is kept
+            layer = get_channel_layer()
+            for campaign_id, message in messages(self._take()):
+                try:
+                    await layer.group_send(group_name(campaign_id), message)
+                except Exception as exc:
+                    logger.warning("could not publish a campaign event: %s", exc)
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Send what is waiting now, from any thread but the loop's (at exit)."""
+        with self._lock:
+            if not self._events:
+                return
+        try:
+            asyncio.run_coroutine_threadsafe(self.flush(), _background.loop()).result(timeout)
+        except Exception as exc:
+            logger.warning("campaign events not sent at exit: %s", exc)
+
+
+_batcher = _Batcher()
+atexit.register(_batcher.drain)
 
 
 def publish(campaign_id: int, event: dict[str, Any]) -> None:
@@ -54,12 +134,10 @@ def publish(campaign_id: int, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    group = group_name(campaign_id)
     if settings.REDIS_URL:
-        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), _background.loop())
-        future.add_done_callback(_log_failure)
+        _batcher.add(campaign_id, event)
         return
     try:
-        call_async(layer.group_send, group, event)
+        call_async(layer.group_send, group_name(campaign_id), event)
     except Exception as exc:  # watchers are best effort: the result is stored either way
         logger.warning("could not publish a campaign event: %s", exc)

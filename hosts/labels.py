@@ -146,14 +146,18 @@ def ingest_results(
     next due). A write without label answers from a host whose labels are due, when no label
     applies to it, marks its labels fresh too: otherwise it would look them up at every check-in.
     """
-    labels = dynamic_labels() if rows or statuses or labels_due(state) else ()
+    answered_names = rows.keys() | statuses.keys()
+    named = {name: label_id for name in answered_names if (label_id := _label_id(name)) is not None}
+    due = labels_due(state)
+    if not (named or due):
+        return False  # a live answer or details only: no need for the labels (a cache call)
+    labels = dynamic_labels()
     known = {label.id for label in labels}
     answers: dict[int, bool] = {}
     answered = False
-    for name in rows.keys() | statuses.keys():
-        label_id = _label_id(name)
-        if label_id is None or label_id not in known:
-            continue  # not a label query, or a label deleted since it was sent
+    for name, label_id in named.items():
+        if label_id not in known:
+            continue  # a label deleted since it was sent
         answered = True
         if statuses.get(name, 0) != 0:
             logger.info("host %s: label query %s failed: %s", state.id, name, messages.get(name, ""))
@@ -161,7 +165,7 @@ def ingest_results(
         answers[label_id] = bool(rows.get(name))
     if not answered:
         nothing_to_ask = not any(label.applies_to(state.platform, state.platform_like) for label in labels)
-        if not (labels_due(state) and state.platform and nothing_to_ask):
+        if not (due and state.platform and nothing_to_ask):
             return False
     record_results(state.id, answers)
     return True

@@ -349,18 +349,19 @@ def test_each_process_tests_bits_in_its_own_copy_and_clears_its_own_at_once(redi
 
 
 def test_pending_is_asked_of_redis_itself_not_of_the_process_copy(redis_url):
-    """An answer is checked with ``is_pending``: a campaign another process started a moment ago
-    is not in this process's copy yet, and its answers must not be taken for late ones."""
+    """An answer is checked with ``claim``: a campaign another process started a moment ago is
+    not in this process's copy yet, and its answers must not be taken for late ones."""
     one, other = RedisStore(redis_url, 60, 60.0), RedisStore(redis_url, 60, 60.0)
     assert one.queries_for_host(3) == {}  # one's copy: no campaign, kept for a minute
     other.start(7, "SELECT 1", [3, 10])
     assert one.queries_for_host(3) == {}  # the copy does not know the campaign yet
-    assert one.is_pending(7, 3) and one.is_pending(7, 10)
-    assert not one.is_pending(7, 4) and not one.is_pending(7, 10_000) and not one.is_pending(8, 3)
+    assert one.claim(7, 3, 0, 100) == 0 and one.claim(7, 10, 0, 100) == 0
+    assert one.claim(7, 4, 0, 100) is None and one.claim(7, 10_000, 0, 100) is None
+    assert one.claim(8, 3, 0, 100) is None
     assert one.complete_host(7, 3) == store_module.Completion(answered=1, remaining=1)
-    assert not other.is_pending(7, 3)
+    assert other.claim(7, 3, 0, 100) is None
     other.stop(7)
-    assert not one.is_pending(7, 10)
+    assert one.claim(7, 10, 0, 100) is None
     assert not [k for k in _keys(redis_url) if "{7}" in k or "{8}" in k]  # GETBIT creates no key
 
 
@@ -397,9 +398,57 @@ def test_an_answer_to_a_campaign_just_started_by_another_process_is_kept(redis_u
             ("xp-0", "rows"), ("xp-1", "no_rows"),
         ]  # fmt: skip
         assert [e["type"] for e in published] == ["campaign.result", "campaign.result", "campaign.ended"]
-        assert not here.is_pending(campaign.id, hosts[0].id)
+        assert here.claim(campaign.id, hosts[0].id, 0, 100) is None
     finally:
         get_store.cache_clear()
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory"])
+def test_claim_grants_rows_under_the_cap_only_to_pending_hosts(kind, redis_url, db, settings):
+    """``claim`` is the pending check and the row reservation in one call: a host that is not
+    pending gets ``None`` and takes none of the campaign's rows."""
+    settings.LIVE_QUERY = {**settings.LIVE_QUERY, "ACTIVE_CACHE_SECONDS": 60.0}  # no re-read meanwhile
+    s = RedisStore(redis_url, 60, 60.0) if kind == "redis" else store_module.MemoryStore()
+    s.start(12, "SELECT 1", [1, 2, 3, 4])
+    assert s.claim(12, 1, 3, 5) == 3
+    assert s.claim(12, 9, 3, 5) is None  # not targeted: nothing reserved
+    assert s.claim(12, 2, 3, 5) == 2  # the cap's remainder
+    assert s.claim(12, 3, 3, 5) == 0  # pending, but the cap is spent
+    assert s.complete_host(12, 4) is not None
+    assert s.claim(12, 4, 1, 5) is None  # answered already
+    s.stop(12)
+    assert s.claim(12, 1, 1, 5) is None
+
+
+async def test_published_events_reach_the_group_in_batches_in_order(redis_url, settings, monkeypatch):
+    """Through a real Redis channel layer: results published one by one arrive as one
+    ``campaign.results`` message, the end after them; what is held at exit is sent by ``drain``."""
+    from channels_redis.core import RedisChannelLayer
+
+    from campaigns import stream
+
+    settings.REDIS_URL = redis_url
+    layer = RedisChannelLayer(hosts=[redis_url])
+    monkeypatch.setattr(stream, "get_channel_layer", lambda: layer)
+    channel = await layer.new_channel()
+    await layer.group_add(stream.group_name(5), channel)
+    try:
+        for host_id in (1, 2, 3):
+            stream.publish(5, {"type": "campaign.result", "result": {"host_id": host_id}})
+        stream.publish(5, {"type": "campaign.ended", "status": "finished"})
+        first = await asyncio.wait_for(layer.receive(channel), 5)
+        assert first["type"] == "campaign.results"
+        assert [r["host_id"] for r in first["results"]] == [1, 2, 3]
+        assert (await asyncio.wait_for(layer.receive(channel), 5))["type"] == "campaign.ended"
+
+        monkeypatch.setattr(stream, "FLUSH_SECONDS", 60.0)  # only drain() can send this one now
+        stream.publish(5, {"type": "campaign.result", "result": {"host_id": 4}})
+        await asyncio.to_thread(stream._batcher.drain)
+        last = await asyncio.wait_for(layer.receive(channel), 5)
+        assert [r["host_id"] for r in last["results"]] == [4]
+    finally:
+        await layer.group_discard(stream.group_name(5), channel)
+        stream._batcher._take()  # nothing left for a later test's flush
 
 
 def test_big_bitmaps_are_asked_of_redis_per_check_in(redis_url, monkeypatch):
@@ -420,7 +469,7 @@ def test_a_late_answer_to_a_stopped_campaign_leaves_no_key_behind(redis_url):
     assert s.complete_host(11, 5) is not None
     s.stop(11)
     assert s.complete_host(11, 6) is None
-    assert s.reserve_rows(11, 10, 100) == 0
+    assert s.claim(11, 6, 10, 100) is None
     assert not [k for k in _keys(redis_url) if "{11}" in k]  # SETBIT would have made one, with no TTL
 
 

@@ -172,3 +172,31 @@ async def test_stopping_sends_a_finished_status():
     status = await ws.receive_json_from(timeout=3)
     assert status["data"]["campaign_status"] == "stopped" and status["data"]["status"] == "finished"
     await ws.disconnect()
+
+
+async def test_a_batch_of_results_reaches_the_watcher_as_results_then_one_status(monkeypatch):
+    """Production publishes answers in batches (``campaign.results``, campaigns.stream): the
+    watcher sends each as its own ``result``, one ``status`` after them, and nothing for a repeat."""
+    from channels.layers import get_channel_layer
+
+    from campaigns import stream
+
+    admin, token, agents, campaign = await sync_to_async(_setup)()
+    ws = connect(campaign.id, [(b"authorization", f"Token {token}".encode())])
+    assert (await ws.connect())[0]
+    await receive_until(ws, "status")
+    held: list[tuple[int, dict]] = []
+    monkeypatch.setattr(stream, "publish", lambda campaign_id, event: held.append((campaign_id, event)))
+    await sync_to_async(answer)(agents[0], campaign.id, [{"name": "a"}])
+    await sync_to_async(answer)(agents[1], campaign.id, [])
+    (batch,) = stream.messages(held)
+    assert batch[0] == campaign.id and batch[1]["type"] == "campaign.results"
+
+    await get_channel_layer().group_send(stream.group_name(campaign.id), batch[1])
+    messages = await receive_until(ws, "status")
+    assert [m["type"] for m in messages] == ["result", "result", "status"]
+    assert [m["data"]["hostname"] for m in messages[:2]] == ["host-0", "host-1"]
+    assert messages[-1]["data"]["actual_results"] == 2 and messages[-1]["data"]["no_rows"] == 1
+    await get_channel_layer().group_send(stream.group_name(campaign.id), batch[1])  # a repeat
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
