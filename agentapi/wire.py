@@ -51,7 +51,7 @@ def error_response(error: AgentError) -> HttpResponse:
         body["node_invalid"] = True
     response = json_response(body, status=error.status)
     if error.close:
-        # gunicorn and daphne turn this into a closed connection after the reply, so a client
+        # granian, gunicorn and daphne turn this into a closed connection after the reply, so a client
         # told "keep-alive" is never cut off mid-way through sending the rest of its body.
         response["Connection"] = "close"
     return response

@@ -1,7 +1,7 @@
 """The embedded default's one application (``make run``, ``python -m fleet.embedded_server``): HTTP through
-Django's WSGI handler (:mod:`fleet.wsgi_bridge`, at gunicorn's cost per request) and WebSockets
+Django's WSGI handler (:mod:`fleet.wsgi_bridge`, at a WSGI server's cost per request) and WebSockets
 through Channels, in one process, so the in-process channel layer, cache and live-query store
-are shared by everything. Production runs ``fleet.wsgi`` under gunicorn and ``fleet.asgi`` under
+are shared by everything. Production runs ``fleet.wsgi`` under granian and ``fleet.asgi`` under
 daphne instead (docs/architecture.md)."""
 
 import gc

@@ -4,7 +4,7 @@
 
 ``make run`` starts it (scripts/run.py). Two uvicorn servers, plain and TLS, share one event loop
 and one application (:mod:`fleet.embedded_asgi`), so everything they serve shares the process's
-in-memory channel layer, cache and live-query store. Production does not use this: gunicorn
+in-memory channel layer, cache and live-query store. Production does not use this: granian
 serves HTTP and daphne WebSockets, sharing state through MariaDB and Redis (docs/architecture.md).
 Ctrl-C or SIGTERM stops both servers; in-flight requests finish first.
 """

@@ -8,7 +8,7 @@ unset token leaves the endpoint open for a local Prometheus.
 Two kinds of metrics, kept apart because they aggregate differently across processes:
 
 - **Events** (the counters below, and the agent request metrics of ``fleet.request_metrics``) are
-  counted in the process where they happen. gunicorn runs several worker processes and a scrape
+  counted in the process where they happen. The web server runs several worker processes and a scrape
   reaches one of them, so with ``PROMETHEUS_MULTIPROC_DIR`` set every process writes its counts
   to a file there (prometheus_client's multiprocess mode) and a scrape sums the files of all of
   them. Without it (the embedded default: one server process) they live in the process.
@@ -33,6 +33,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CollectorRegistry, Counter, multiprocess
 
+from fleet.metrics_dir import MULTIPROC_ENV
+
 logger = logging.getLogger(__name__)
 
 NOT_CONFIGURED = (
@@ -40,7 +42,6 @@ NOT_CONFIGURED = (
     "Prometheus send Authorization: Bearer <METRICS_TOKEN>"
 )
 TOKEN_NEEDED = "metrics need Authorization: Bearer <METRICS_TOKEN>"
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # --- event counters (the agent request metrics are in fleet.request_metrics) -----------------------
 # Labels take a handful of values each, fixed by this code, never by what an agent sends.

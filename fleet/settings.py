@@ -156,7 +156,7 @@ if DATABASE_URL:
             }
         )
         _db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
-    # Persistent connections help gunicorn (+30 % rps); ASGI processes must use 0 (they leak).
+    # Persistent connections help the WSGI web server (+30 % rps); ASGI processes must use 0 (they leak).
     _db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 else:
     _db = {

@@ -1,4 +1,5 @@
-"""WSGI entry point: gunicorn serves plain HTTP (agent API, REST, console) in production."""
+"""WSGI entry point: granian (``fleet.web_server``) serves plain HTTP (agent API, REST, console)
+in production."""
 
 import os
 

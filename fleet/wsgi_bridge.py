@@ -6,7 +6,7 @@ through extra threads; measured here: 3.0 ms per check-in under daphne, 0.8 ms u
 ``make run`` still needs WebSockets (live queries, task agents) and one process that holds the
 in-process channel layer, cache and live-query store, so it serves everything from one ASGI
 server (uvicorn: C parser, uvloop) and hands each HTTP request, whole, to the WSGI handler in a
-worker thread: one hop, and the request runs the same code as under gunicorn.
+worker thread: one hop, and the request runs the same code as in production (``fleet.wsgi``).
 
 osquery's requests (every host, every few seconds) skip the hop: with an ``inline`` rule that
 matches them, they run on the event loop's own thread. A process has one core's worth of Python,

@@ -17,7 +17,7 @@ from mdm import conf
 from mdm.models import DeviceIdentity
 from mdm.pki.cms import SignatureError, verify_detached
 
-MAX_HEADER = 32 * 1024  # a real one is 2-5 KiB; front ends refuse far less (gunicorn: 8 KiB)
+MAX_HEADER = 32 * 1024  # a real one is 2-5 KiB; front ends refuse far less (nginx: 8 KiB)
 
 
 class Unauthenticated(Exception):

@@ -291,8 +291,8 @@ class WebhookDestination(_Guarded):
 class _EventLoopThread:
     """One asyncio loop per process, in a daemon thread, for the async NATS client.
 
-    Log views are synchronous (gunicorn threads); they hand coroutines to this loop and wait for
-    the result. A forked child (gunicorn workers) starts its own loop on first use.
+    Log views are synchronous (web server threads); they hand coroutines to this loop and wait for
+    the result. A forked child (a web server's workers) starts its own loop on first use.
     """
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Benchmark the agent API as production runs it: gunicorn + MariaDB + Redis (else SQLite).
+"""Benchmark the agent API as production runs it: granian + MariaDB + Redis (else SQLite).
 
 What it answers: how much server CPU does one osquery check-in (``distributed/read``) cost,
 compared with the cheapest view Django can serve through this project's middleware (``floor``: a
@@ -6,11 +6,11 @@ constant JSON answer at ``/bench/floor``, which only a server started with ``FLE
 has)? The goal is a check-in at most 1.5x the floor at any check-in interval, cache misses
 included: ``checkin-10s`` and ``checkin-60s`` pace a population of hosts at osquery's intervals
 and report the node-key misses the server had (bench mode adds an ``X-Fleet-Node-Key-Cache``
-header to agent replies). CPU per request (user+system time of the gunicorn master and
+header to agent replies). CPU per request (user+system time of the granian master and
 workers, from /proc, divided by the requests served in the window) is the figure that matters on
 this 2-core machine: requests/s is capped by the load client sharing the same cores.
 
-Steps: create a throwaway database, migrate, add an enroll secret, start gunicorn on 127.0.0.1,
+Steps: create a throwaway database, migrate, add an enroll secret, start granian on 127.0.0.1,
 enroll ``--hosts`` simulated agents (the simulator's own code), let every host answer its detail
 queries once (steady state: a check-in then has nothing to do), measure each scenario for a fixed
 time after a warm-up, print a table and rewrite docs/benchmarks.md. Everything it starts is
@@ -20,8 +20,8 @@ Live queries (need Redis, the production store and channel layer): check-ins wit
 campaigns pending for every host (the hosts never answer them); the wall time to create a
 campaign over 10,000 hosts (``services.create_campaign`` in a Django process of its own against
 the same database and Redis, as a REST request would run it, minus HTTP); from
-``distributed/write`` (to gunicorn) to the ``result`` message on a WebSocket held on a daphne
-process; and answers per second one gunicorn worker ingests. Django-side steps (create and stop
+``distributed/write`` (to granian) to the ``result`` message on a WebSocket held on a daphne
+process; and answers per second one granian worker process ingests. Django-side steps (create and stop
 campaigns) run in one long-lived child process, ``bench.py --django``, with the server's
 environment.
 
@@ -581,13 +581,13 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "write-to-ws",
-            "distributed/write to gunicorn -> result message on a WebSocket held on daphne",
+            "distributed/write to granian -> result message on a WebSocket held on daphne",
             run=lambda ctx: write_to_ws(ctx),
             live=True,
         ),
         Scenario(
             "ingest",
-            "distributed/write answers to a running campaign, one gunicorn worker",
+            "distributed/write answers to a running campaign, one granian worker process",
             run=lambda ctx: ingest(ctx),
             live=True,
         ),
@@ -821,7 +821,7 @@ async def campaign_create(ctx: BenchContext) -> None:
 
 
 async def write_to_ws(ctx: BenchContext) -> None:
-    """One answer at a time: send ``distributed/write`` to gunicorn, time the ws ``result`` on daphne."""
+    """One answer at a time: send ``distributed/write`` to granian, time the ws ``result`` on daphne."""
     assert ctx.server is not None
     answering = ctx.agents[: min(2000, len(ctx.agents))]
     token = await ctx.django("token")
@@ -873,7 +873,7 @@ async def write_to_ws(ctx: BenchContext) -> None:
 
 
 async def ingest(ctx: BenchContext) -> Measurement:
-    """Closed-loop answers against a one-worker gunicorn; every answer is a host's first for a campaign."""
+    """Closed-loop answers against a one-worker granian; every answer is a host's first for a campaign."""
     assert ctx.server is not None and ctx.args is not None
     args, hosts = ctx.args, len(ctx.node_keys)
     ids = await ctx.django("start", count=4, targets={"all": True})
@@ -897,7 +897,7 @@ async def ingest(ctx: BenchContext) -> Measurement:
     stored = await ctx.django("results", ids=ids)
     await ctx.django("stop_all")
     ctx.figures.append(
-        (f"Answers ingested per second, one gunicorn worker ({args.concurrency} clients)", f"{m.rps:.0f}/s",
+        (f"Answers ingested per second, one granian worker ({args.concurrency} clients)", f"{m.rps:.0f}/s",
          "", None)
     )  # fmt: skip
     ctx.notes.append(
@@ -1092,8 +1092,9 @@ def write_report(
         f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- **Machine:** {info['nproc']} CPU ({info['cpu']}), {info['memory']} RAM, {info['os']}, "
         f"Python {info['python']}",
-        f"- **Configuration:** database {ctx.db}, cache {ctx.cache}, gunicorn {args.workers} sync workers on "
-        f"127.0.0.1, {args.hosts} enrolled hosts",
+        f"- **Configuration:** database {ctx.db}, cache {ctx.cache}, granian (`fleet.web_server`) "
+        f"{args.workers} worker processes, one request thread each, on 127.0.0.1, {args.hosts} enrolled "
+        "hosts",
         f"- **Load:** {args.concurrency} concurrent clients (aiohttp, one process on the same machine), "
         f"{args.duration:g} s measured per scenario in {args.rounds} interleaved rounds, each after "
         f"{args.warmup:g} s of warm-up",
@@ -1124,7 +1125,7 @@ def write_report(
         "",
         "## Method",
         "",
-        "- *Server CPU ms/req* is the user+system CPU time of the gunicorn master and workers "
+        "- *Server CPU ms/req* is the user+system CPU time of the granian master and workers "
         "(`/proc/<pid>/stat`) consumed during the measured window, divided by the requests completed in it. "
         "It does not depend on the load client, which shares the two cores and caps requests/s.",
         "- *MariaDB+Redis CPU ms/req* is the same for the `mariadbd` and `redis-server` processes when the "
@@ -1134,8 +1135,8 @@ def write_report(
         "each host answered its detail queries once, so a check-in has nothing to do (the steady state "
         "of a fleet). Its share of empty responses is in the set-up figures.",
         "- Latencies are closed-loop (each client sends its next request when the previous one "
-        "returns), so p99 includes queueing in gunicorn's backlog. gunicorn's sync workers close the "
-        "connection after each response, so every request includes a TCP connect (for both scenarios).",
+        "returns), so p99 includes queueing in the server. granian keeps connections alive and the "
+        "load client reuses them, so a request includes no TCP connect (for every scenario alike).",
         "- Requests/s is the load client's limit as much as the server's: both share the same cores.",
         "- The request-rate scenarios run in interleaved rounds (floor, healthz, checkin, config, log, ..., "
         "checkin-10s, checkin-60s, then again), each round a share of the measured time, so a change in the "
@@ -1162,12 +1163,12 @@ def write_report(
         "serialisation): validate the SQL, resolve the targets, count online/offline hosts, insert the "
         "campaign, write the Redis bitmap. After one warm-up; each campaign is stopped before the next.",
         "- *write -> WebSocket*: a watcher holds `/ws/campaigns/<id>/` on a daphne process (token header); "
-        "answers from 2,000 hosts are sent one at a time to gunicorn's `distributed/write`; the time runs "
+        "answers from 2,000 hosts are sent one at a time to granian's `distributed/write`; the time runs "
         "from sending the request to receiving that host's `result` message (through Redis: channels-redis "
         "between the two processes).",
-        "- *ingest*: a second gunicorn with one sync worker; closed-loop `distributed/write` requests, each "
-        "the first answer of a host to one of four campaigns over every host (one `os_version` row), "
-        "without watchers. Its table row is that worker's rate and CPU.",
+        "- *ingest*: a second granian with one worker process (one request thread); closed-loop "
+        "`distributed/write` requests, each the first answer of a host to one of four campaigns over "
+        "every host (one `os_version` row), without watchers. Its table row is that worker's rate and CPU.",
         "",
         "## Reproduce",
         "",
@@ -1326,14 +1327,14 @@ def main(argv: list[str] | None = None) -> int:
         server=server,
         django=DjangoHelper(server.env, tmp / "django-helper.log"),
     )
-    _log(f"database {ctx.db}, cache {ctx.cache}, {args.workers} gunicorn workers at {server.url}")
+    _log(f"database {ctx.db}, cache {ctx.cache}, {args.workers} granian workers at {server.url}")
     try:
         server.prepare()
         server.start()
         results = asyncio.run(run(args, server, ctx))
     except Exception as exc:
         _log(f"failed: {exc}")
-        for name, tail in (("gunicorn", server.log_tail()), ("Django helper", ctx.django.log_tail())):
+        for name, tail in (("granian", server.log_tail()), ("Django helper", ctx.django.log_tail())):
             if tail:
                 _log(f"{name} log:\n{tail}")
         return 1

@@ -1,11 +1,12 @@
 """``make bench-load``: issue 13's load report, the hosts one core of web process sustains.
 
-The realistic mix against the production shape: gunicorn (``fleet.wsgi``, ONE worker: one core
-of web process) on a fresh MariaDB database (``fleet_benchload``) and Redis database 4 (flushed),
-configured through ``manage.py apply`` with two packs of five scheduled queries each (intervals
-60-3600 s, targeting All Hosts) and six dynamic labels. ``manage.py simulate_hosts`` runs in a
-process of its own: ``--hosts`` hosts checking in every 10 s, logging every 10 s, fetching their
-config every 60 s and running the packs' queries on osquery's clock.
+The realistic mix against the production shape: granian (``fleet.web_server`` serving
+``fleet.wsgi``, ONE worker process: one core of web process, with production's 8 request threads
+unless ``--threads`` says otherwise) on a fresh MariaDB database (``fleet_benchload``) and Redis
+database 4 (flushed), configured through ``manage.py apply`` with two packs of five scheduled
+queries each (intervals 60-3600 s, targeting All Hosts) and six dynamic labels. ``manage.py
+simulate_hosts`` runs in a process of its own: ``--hosts`` hosts checking in every 10 s, logging
+every 10 s, fetching their config every 60 s and running the packs' queries on osquery's clock.
 
 1. Priming (not measured): every host enrolls, answers its first detail queries (software too)
    and its label queries; starts are spread over ``--prime-spread`` seconds.
@@ -13,7 +14,7 @@ config every 60 s and running the packs' queries on osquery's clock.
    thread runs one live query at a time through the REST API (start one on all hosts, follow it
    until every host answered or ``--live-timeout`` s, stop it, start the next).
 
-CPU is read from /proc (utime + stime): gunicorn's master and worker, and the mariadbd and
+CPU is read from /proc (utime + stime): granian's master and worker, and the mariadbd and
 redis-server processes, so the load generator's own work does not count; it shares the two cores
 all the same. Reported: requests per second by endpoint, client errors, latency p50/p99 (the
 simulator's histogram), CPU as % of a core and as CPU-ms per host per second, the derived hosts
@@ -227,16 +228,12 @@ def run_queue_seconds(pids: list[int]) -> float:
 
 
 class LoadServer(Server):
-    """gunicorn as deployed (``fleet.gunicorn_conf``, metrics in multiprocess mode), one worker."""
+    """granian as deployed (``fleet.web_server``, metrics in multiprocess mode), one worker process
+    with ``threads`` request threads (it empties the metrics directory at start)."""
 
-    def __init__(self, tmp: Path, worker_class: str) -> None:
-        super().__init__(1, "mariadb", "redis", tmp, mysql_db=MYSQL_DB, redis_url=REDIS_URL)
-        self.worker_class = worker_class
+    def __init__(self, tmp: Path, threads: int) -> None:
+        super().__init__(1, "mariadb", "redis", tmp, mysql_db=MYSQL_DB, redis_url=REDIS_URL, threads=threads)
         self.env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "prometheus")
-
-    def command(self) -> list[str]:
-        threads = ["-k", "gthread", "--threads", "8"] if self.worker_class == "gthread" else []
-        return [*super().command(), "-c", "python:fleet.gunicorn_conf", "--timeout", "150", *threads]
 
 
 def _shell(server: Server, code: str) -> str:
@@ -455,10 +452,10 @@ def _idle_service_cpu(seconds: float) -> dict[str, float]:
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-load-"))
-    server = LoadServer(tmp, args.worker_class)
+    server = LoadServer(tmp, args.threads)
     children: list[subprocess.Popen[bytes]] = []  # the simulators, stopped by PID if still running
     try:
-        _log(f"preparing MariaDB ({MYSQL_DB}), Redis ({REDIS_URL}) and gunicorn in {tmp}")
+        _log(f"preparing MariaDB ({MYSQL_DB}), Redis ({REDIS_URL}) and granian in {tmp}")
         server.prepare()
         _log(f"the mix: {apply_mix(server)}")
         server.start()
@@ -504,7 +501,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "hosts": args.hosts,
         "interval": args.interval,
         "config_interval": CONFIG_INTERVAL,
-        "worker_class": args.worker_class,
+        "web_server": "granian",
+        "threads": args.threads,
         "mix": {**MIX, "live_sql": list(LIVE_SQL)},
         "priming": priming,
         "seconds": seconds,
@@ -548,9 +546,18 @@ def _per_host(figures: dict[str, Any]) -> str:
     )
 
 
+def _web_server(r: dict[str, Any]) -> tuple[str, str]:
+    """The web server's name and how it ran; runs recorded before granian (no ``web_server``,
+    a ``worker_class``) measured gunicorn."""
+    if r.get("web_server") == "granian":
+        return "granian", f"granian (`fleet.web_server`) with one worker process of {r['threads']} threads"
+    return "gunicorn", f"gunicorn with one {r['worker_class']} worker"
+
+
 def render(r: dict[str, Any]) -> list[str]:
     """The "Load report" section from a result (docs/bench-load.json)."""
     web, live, g = r["web"], r["live_queries"], r["goal"]
+    server, served_by = _web_server(r)
     endpoints = ", ".join(f"{name} {rate}" for name, rate in r["requests_per_s_by_endpoint"].items())
     live_text = f"{live['completed']} of {live['started']} reached every host"
     if live["completed"]:
@@ -567,10 +574,10 @@ def render(r: dict[str, Any]) -> list[str]:
     lines = [
         SECTION,
         "",
-        f"`{r['command']}`, {r['date']}. {r['hosts']:,} simulated hosts on gunicorn with one "
-        f"{r['worker_class']} worker (one core of web process), MariaDB and Redis, all on this 2-core "
-        "machine. Goal (issue 13): at least 7,500 hosts per web core (Fleet's sizing: 150,000 hosts "
-        "on 20 one-vCPU tasks) with p99 under 500 ms and no errors.",
+        f"`{r['command']}`, {r['date']}. {r['hosts']:,} simulated hosts on {served_by} (one core of "
+        "web process), MariaDB and Redis, all on this 2-core machine. Goal (issue 13): at least 7,500 "
+        "hosts per web core (Fleet's sizing: 150,000 hosts on 20 one-vCPU tasks) with p99 under 500 ms "
+        "and no errors.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -579,7 +586,7 @@ def render(r: dict[str, Any]) -> list[str]:
         f"| requests | {r['requests_per_s']} per s: {endpoints} |",
         f"| client errors | {r['client_errors']} (transport {r['transport_errors']}) |",
         f"| latency p50 / p99 | {r['latency_p50_ms']} ms / {r['latency_p99_ms']} ms |",
-        f"| web CPU (gunicorn master + worker) | {_per_host(web)}; "
+        f"| web CPU ({server} master + worker) | {_per_host(web)}; "
         f"{web['cpu_ms_per_request']} ms per request |",
         f"| **hosts per web core (derived)** | **{web['hosts_per_core']:,}** |",
         f"| web memory (peak RSS) | worker {web['rss_mib']['worker']} MiB, "
@@ -614,13 +621,13 @@ def render(r: dict[str, Any]) -> list[str]:
         "hosts first enroll and answer their detail, software and label queries (priming, not "
         "measured); the window then runs the same hosts again while one live query at a time on all "
         "hosts is started, followed (a REST poll a second) and stopped through the REST API of the "
-        "same gunicorn. A host answers a live query in the check-in after it starts (no "
+        f"same {server}. A host answers a live query in the check-in after it starts (no "
         "`accelerate` for it: Fleet only hurries a host whose hostname or platform is unknown), so "
         "with one always running every host answers one about every 10 s, a `distributed/write` per "
         "check-in; `--no-live` measures the mix without them. Hourly "
         "detail and label refreshes fall outside a window this short (the "
         "software section above puts a refresh at a few ms per host an hour, about 1 % of the "
-        "load). CPU is user + system time from /proc of gunicorn's processes, mariadbd and "
+        f"load). CPU is user + system time from /proc of {server}'s processes, mariadbd and "
         "redis-server over the window (those two are whole processes: whatever else they served "
         "counts, hence their idle figure just before), so the load generator's work is not counted; "
         "it shares the two cores all the same. CPU-ms per host per second is that time over hosts × "
@@ -646,8 +653,8 @@ def load_report_lines(path: Path = RESULTS) -> list[str]:
             "",
             "Not measured yet: `make bench-load` (issue 13) runs the realistic mix (check-in every 10 s, "
             "config every 60 s, logs every 10 s, two packs, six labels, one live query at a time) "
-            "against one gunicorn worker on MariaDB and Redis, and reports hosts per web core with p99 "
-            "under 500 ms and no errors, and the MariaDB and Redis CPU per host. Until then, size "
+            "against one granian worker process on MariaDB and Redis, and reports hosts per web core "
+            "with p99 under 500 ms and no errors, and the MariaDB and Redis CPU per host. Until then, size "
             "from the per-request figures: a check-in costs about 0.7 ms of web CPU under load on "
             "these machines.",
             "",
@@ -679,8 +686,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=float, default=5.0, help="seconds of idle MariaDB/Redis CPU (5)")
     parser.add_argument("--connections", type=int, default=200, help="the simulator's HTTP connections (200)")
     parser.add_argument(
-        "--worker-class", choices=("sync", "gthread"), default="sync",
-        help="sync (default), or gthread with 8 threads as docker/compose.yaml and Kubernetes run it",
+        "--threads", type=int, default=8,
+        help="request threads of the worker process (8, as production runs it; 1: one request at a time)",
     )  # fmt: skip
     parser.add_argument("--no-live", action="store_true", help="no live queries (to see what they cost)")
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis 4 afterwards")

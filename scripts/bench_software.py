@@ -5,12 +5,12 @@ detail refresh after that when nothing changed (the steady state: the same hundr
 every hour)? And does a fleet with an inventory still meet the check-in goal of
 ``docs/benchmarks.md`` (a check-in at most 2x ``/healthz`` in server CPU)?
 
-Steps: a throwaway database (MariaDB when it answers, else SQLite) and Redis index, gunicorn on
+Steps: a throwaway database (MariaDB when it answers, else SQLite) and Redis index, granian on
 127.0.0.1 (``scripts/servers.py``), ``--hosts`` simulated agents enrolled; each host's answer to
 its software detail query comes from the simulator (``agentapi/simulator/software.py``). Then,
 with ``--concurrency`` closed-loop clients, every host sends ``distributed/write`` with that
 answer: the first time (everything new), again unchanged, and once more with a few items
-changed. Server CPU (gunicorn master and workers) and MariaDB+Redis CPU are read from /proc
+changed. Server CPU (granian master and workers) and MariaDB+Redis CPU are read from /proc
 around each pass. Then: check-ins (``distributed/read``) against ``/healthz`` in alternating
 rounds; the recount of host counts and one unchanged ingest timed in a Django process of its
 own (``--django``); and the software list over REST.
@@ -280,6 +280,12 @@ def report_lines(path: Path = RESULTS) -> list[str]:
     share = per_checkin / checkin
     ratio = checkin / healthz
     recount, alone = r["recount"], r["unchanged_in_process"]
+    web = r.get("web_server", "gunicorn")  # runs recorded before granian have no "web_server"
+    served = (
+        f"granian {r['workers']} worker processes, one request thread each"
+        if web == "granian"
+        else f"gunicorn {r['workers']} sync workers"
+    )
     rows = [
         ("Hosts, items per host (mean, min-max), answer size", (
             f"{r['hosts']:,}, {r['items']['mean']:.0f} ({r['items']['min']}-{r['items']['max']}), "
@@ -322,7 +328,7 @@ def report_lines(path: Path = RESULTS) -> list[str]:
         ), "0", first["errors"] + same["errors"] + changed["errors"] == 0),
     ]  # fmt: skip
     lines += [
-        f"Recorded {r['date']} on {r['database']} and {r['cache']}, gunicorn {r['workers']} sync workers, "
+        f"Recorded {r['date']} on {r['database']} and {r['cache']}, {served}, "
         f"{r['concurrency']} concurrent clients (`{r['command']}`).",
         "",
         "| figure | value | goal | |",
@@ -336,7 +342,7 @@ def report_lines(path: Path = RESULTS) -> list[str]:
         "Every host sends its answer to the software detail query (`software_macos`, `_windows`, "
         "`_linux`) as `distributed/write`, each once per pass: first with everything new, then the same "
         "list again (the steady state of every detail refresh), then with a few items changed. CPU per "
-        "host is the pass's CPU over its requests; *server* is gunicorn, *MariaDB+Redis* the two "
+        f"host is the pass's CPU over its requests; *server* is {web}, *MariaDB+Redis* the two "
         "services. The amortised figure spreads the unchanged write over the check-ins a host makes "
         "in one detail interval. The recount is `software.counts.recount()` in a process of its own. "
         "Method and design: [software.md](software.md).",
@@ -378,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = ("redis" if redis_available(REDIS_URL) else "none") if args.cache == "auto" else args.cache
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-software-"))
     server = Server(args.workers, db, cache, tmp, mysql_db=MYSQL_DB, redis_url=REDIS_URL)
-    _log(f"database {db}, cache {cache}, {args.hosts} hosts, {args.workers} gunicorn workers at {server.url}")
+    _log(f"database {db}, cache {cache}, {args.hosts} hosts, {args.workers} granian workers at {server.url}")
     try:
         server.prepare()
         server.start()
@@ -393,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     figures.update(
         date=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         hosts=args.hosts,
+        web_server="granian",
         workers=args.workers,
         concurrency=args.concurrency,
         database="MariaDB (socket)" if db == "mariadb" else "SQLite",

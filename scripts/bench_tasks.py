@@ -218,7 +218,7 @@ def report_lines_from(r: dict[str, Any]) -> list[str]:
         "(anything else they served meanwhile counts too), their statements and new connections from "
         "`SHOW GLOBAL STATUS`. A *heartbeat pair* is one heartbeat each way. Fan-out: the task is "
         "created, then changed one change at a time (the next after the last agent has the previous "
-        "one), through REST on the same daphne process (in production REST is gunicorn's and the push "
+        "one), through REST on the same daphne process (in production REST is granian's and the push "
         "crosses Redis the same way); latency runs from sending the request to each agent's frame, "
         "measured in the client, so it includes the client's own event-loop lag. The burst fires its "
         "changes without waiting for delivery.",

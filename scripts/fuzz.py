@@ -7,16 +7,17 @@ body alone (osquery-protocol.md §1, §10): success is an object without ``error
 true`` makes it re-enroll, and an empty or non-JSON reply to a failure reads as success (log lines
 are then lost), so those are the defects counted here.
 
-Steps: start the server under test (``--shape production``: gunicorn with 2 sync workers on
-MariaDB + Redis; ``--shape embedded``: the ``make run`` server process on SQLite with in-memory cache and
-channel layer, as ``make run``; or ``--url`` for a server already running), enroll ``--hosts``
-simulated agents (the simulator's code) and let each answer its detail queries once, then send
-``--requests`` requests from a plan fixed by ``--seed``, ``--concurrency`` at a time: valid
-check-ins of those hosts mixed with hostile requests of every kind (see ``MUTATIONS``). A hostile
-detail answer is followed by a valid config and distributed/read of the same host. Meanwhile the
-server's memory (RSS of its process tree) is sampled; afterwards its log is scanned for forged
-lines, and a live query checks that accepted answers were stored. Everything it starts is stopped
-by PID in ``finally``. Exit status 1 when any defect was seen. docs/fuzzing.md has the details.
+Steps: start the server under test (``--shape production``: granian with 2 worker processes, one
+request thread each, on MariaDB + Redis; ``--shape embedded``: the ``make run`` server process on
+SQLite with in-memory cache and channel layer, as ``make run``; or ``--url`` for a server already
+running), enroll ``--hosts`` simulated agents (the simulator's code) and let each answer its detail
+queries once, then send ``--requests`` requests from a plan fixed by ``--seed``, ``--concurrency``
+at a time: valid check-ins of those hosts mixed with hostile requests of every kind (see
+``MUTATIONS``). A hostile detail answer is followed by a valid config and distributed/read of the
+same host. Meanwhile the server's memory (RSS of its process tree) is sampled; afterwards its log
+is scanned for forged lines, and a live query checks that accepted answers were stored. Everything
+it starts is stopped by PID in ``finally``. Exit status 1 when any defect was seen. docs/fuzzing.md
+has the details.
 
 Adding a mutation: write a generator ``(rng, ctx) -> list[Req]`` and register it with ``@mutation``.
 """
@@ -104,6 +105,8 @@ CLASSES = (
 REPLY_DEFECTS = CLASSES[2:]
 # A line the server's logging formatter wrote: "%(asctime)s %(levelname)s %(name)s %(message)s".
 LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+ ")
+# granian's own lines ("[WARNING] message"), and gunicorn's for a server given with --url.
+GRANIAN_LINE = re.compile(rb"^\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] ")
 GUNICORN_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[[A-Z]+\] ")
 EXCEPTION_LINE = re.compile(rb"^[A-Za-z_][\w.]*(: .*)?$")
 WARNING_LINE = re.compile(rb"^/\S+:\d+: \w*Warning: ")  # warnings.warn(), then the source line
@@ -1738,8 +1741,8 @@ async def live_rows_check(url: str, secret: str, token: str, seed: int) -> dict[
 
 
 def scan_log(path: Path, start: int) -> dict[str, Any]:
-    """Forged lines in the server's output (anything not written by its formatter, gunicorn, or a
-    traceback), and the bytes written since ``start``."""
+    """Forged lines in the server's output (anything not written by its formatter, granian or
+    gunicorn, or a traceback), and the bytes written since ``start``."""
     try:
         data = path.read_bytes()
     except OSError:
@@ -1748,7 +1751,7 @@ def scan_log(path: Path, start: int) -> dict[str, Any]:
     count = 0
     in_record = in_traceback = after_exception = after_warning = False
     for number, line in enumerate(data.split(b"\n"), 1):
-        ok = bool(LOG_LINE.match(line) or GUNICORN_LINE.match(line))
+        ok = bool(LOG_LINE.match(line) or GRANIAN_LINE.match(line) or GUNICORN_LINE.match(line))
         if b"\r" in line or b"\x00" in line or line.startswith(FORGED.encode()):
             ok = False  # raw agent control characters, or the record an agent wrote itself
         elif ok:
@@ -1878,7 +1881,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--shape",
         choices=("auto", "production", "embedded"),
         default="auto",
-        help="production: gunicorn (2 sync workers) + MariaDB + Redis; embedded: make run's server, "
+        help="production: granian (2 worker processes) + MariaDB + Redis; embedded: make run's server, "
         "SQLite, in-memory cache and channel layer (make run); auto: production when MariaDB and "
         "Redis answer, else embedded",
     )
@@ -1890,7 +1893,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--hosts", type=int, default=20, help="valid simulated hosts to enroll")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (production shape)")
+    parser.add_argument("--workers", type=int, default=2, help="granian workers (production shape)")
     parser.add_argument("--max-seconds", type=float, default=900, help="stop sending after this long")
     parser.add_argument("--memory-growth-pct", type=float, default=15.0)
     parser.add_argument("--memory-growth-mb", type=float, default=50.0)
@@ -1941,6 +1944,8 @@ def main(argv: list[str] | None = None) -> int:
         url, log_path = server.url, server.log_path
         memory = Memory(server.pids)
     summary: dict[str, Any] = {"target": url, "shape": shape, "seed": args.seed, "hosts": args.hosts}
+    if server is not None:
+        summary["web_server"] = server.name  # granian or embedded (fuzzrecord names it)
     tally = Tally(args.examples)
     try:
         if server is not None:

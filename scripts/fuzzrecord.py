@@ -33,6 +33,7 @@ def record(summary: dict[str, Any], path: Path = RESULTS) -> None:
         "log_bytes_per_1000": (summary.get("log") or {}).get("bytes_per_1000_requests"),
         "forged_log_lines": (summary.get("log") or {}).get("forged_lines"),
         "live_rows_dropped": len((summary.get("live_rows") or {}).get("dropped") or []),
+        "web_server": summary.get("web_server"),
     }
     path.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
 
@@ -56,9 +57,12 @@ def report_lines(path: Path = RESULTS) -> list[str]:
             f"| {run['rss_mib_after_warmup']} -> {run['rss_mib_at_end']} ({run['rss_mib_peak']}) "
             f"| {run['log_bytes_per_1000']} | {run['forged_log_lines']} |"
         )
+    production = "granian (2 worker processes, one request thread each)"
+    if "production" in kept and kept["production"].get("web_server") != "granian":
+        production = "gunicorn (2 sync workers; recorded before granian)"  # an older run
     lines += [
         "",
-        "*production*: gunicorn (2 sync workers), MariaDB, Redis; *embedded*: `make run`'s one "
+        f"*production*: {production}, MariaDB, Redis; *embedded*: `make run`'s one "
         "server process (uvicorn, Django through its WSGI handler) on SQLite. Defects are replies "
         "osquery would misread (5xx, non-JSON, an error "
         "without `error`, `node_invalid` outside a 401, a valid check-in refused, an MDM endpoint "

@@ -1,10 +1,10 @@
 """The server under test for the scripts beside it (``bench.py``, ``fuzz.py``): start, watch, stop.
 
 One place for what both need: a throwaway MariaDB database or SQLite file, a Redis database
-index of their own, gunicorn (production: ``fleet.wsgi``) or daphne (``make run``: ``fleet.asgi``)
-on 127.0.0.1 and a free port, the server's output captured to a file, its CPU and memory read
-from /proc, and every process it starts stopped by PID (never by name: other people's servers
-may run on the same machine).
+index of their own, granian (production: ``fleet.web_server`` serving ``fleet.wsgi``) or daphne
+(``make run``: ``fleet.asgi``) on 127.0.0.1 and a free port, the server's output captured to a
+file, its CPU and memory read from /proc, and every process it starts stopped by PID (never by
+name: other people's servers may run on the same machine).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def tail_of(path: Path, lines: int = 20) -> str:
 
 
 def children_of(pid: int) -> list[int]:
-    """PIDs whose parent is ``pid`` (gunicorn's workers)."""
+    """PIDs whose parent is ``pid`` (the web server's worker processes, forked by its master)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -116,9 +116,15 @@ def service_pids(db: str, cache: str, redis_url: str = REDIS_URL) -> list[int]:
 
 
 class Server:
-    """gunicorn serving ``fleet.wsgi`` on 127.0.0.1, against MariaDB+Redis or the embedded default."""
+    """granian serving ``fleet.wsgi`` on 127.0.0.1 as production starts it (``fleet.web_server``),
+    against MariaDB+Redis or the embedded default.
 
-    name = "gunicorn"
+    ``workers`` worker processes, each running up to ``threads`` requests at once: 1, the default,
+    is one request at a time per worker, the cheapest (what the benchmarks measured before with
+    gunicorn's sync workers); production runs 8 so that synchronous APIs cannot hold a worker.
+    """
+
+    name = "granian"
 
     def __init__(
         self,
@@ -131,8 +137,9 @@ class Server:
         redis_url: str = REDIS_URL,
         secret: str = SECRET,
         log_level: str = "WARNING",
+        threads: int = 1,
     ) -> None:
-        self.workers, self.db, self.cache, self.tmp = workers, db, cache, tmp
+        self.workers, self.threads, self.db, self.cache, self.tmp = workers, threads, db, cache, tmp
         self.mysql_db, self.redis_url, self.secret = mysql_db, redis_url, secret
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -186,10 +193,10 @@ class Server:
         return self
 
     def command(self) -> list[str]:
-        gunicorn = str(Path(PY).parent / "gunicorn")
+        # granian's own log level; LOG_LEVEL in the environment is Django's.
         return [
-            gunicorn, "fleet.wsgi:application", "-b", f"127.0.0.1:{self.port}",
-            "-w", str(self.workers), "--log-level", "warning",
+            PY, "-m", "fleet.web_server", "--host", "127.0.0.1", "--port", str(self.port),
+            "--workers", str(self.workers), "--threads", str(self.threads), "--log-level", "warning",
         ]  # fmt: skip
 
     def start(self) -> None:
@@ -244,7 +251,7 @@ class Server:
 
 
 class DaphneServer(Server):
-    """daphne serving ``fleet.asgi``: the WebSockets beside gunicorn, or everything as ``make run`` does."""
+    """daphne serving ``fleet.asgi``: the WebSockets beside granian, or everything as ``make run`` does."""
 
     name = "daphne"
 

@@ -2,26 +2,26 @@
 
 What it answers:
 
-1. **Redis outage.** gunicorn + MariaDB + Redis, with Redis reached through a fault proxy
-   (``tests/faultproxy.py``). ``--hosts`` simulated osquery agents (the simulator's own code, real
-   osquery timings and retries) check in continuously: config, ``distributed/read``,
+1. **Redis outage.** granian (``fleet.web_server``) + MariaDB + Redis, with Redis reached through a
+   fault proxy (``tests/faultproxy.py``). ``--hosts`` simulated osquery agents (the simulator's own
+   code, real osquery timings and retries) check in continuously: config, ``distributed/read``,
    ``distributed/write`` of detail and label answers (their intervals are shortened to 60 s so
    writes keep coming), result logs from the simulator's built-in schedule and a status line per
    host every 10 s. Redis is up, then down (connections reset and refused) for
-   ``--outage-seconds``, up again, then hung (connections accepted, nothing answered) as long,
-   then up again. Every agent request is classified (ok, 5xx, error body, ``node_invalid``,
-   transport error, timeout past osquery's 16 s) per phase with its latency, and the log lines
-   the agents had accepted are compared with the lines in the server's result and status log
-   files. The goal: agents keep checking in and logging with no failure, and never re-enroll.
+   ``--outage-seconds``, up again, then hung (connections accepted, nothing answered) as long, then
+   up again. Every agent request is classified (ok, 5xx, error body, ``node_invalid``, transport
+   error, timeout past osquery's 16 s) per phase with its latency, and the log lines the agents had
+   accepted are compared with the lines in the server's result and status log files. The goal:
+   agents keep checking in and logging with no failure, and never re-enroll.
 2. **A WebSocket held open.** daphne (production settings, channels-redis on the real Redis)
-   beside the same gunicorn. A campaign targets a few quiet hosts (enrolled, not running); a
+   beside the same granian. A campaign targets a few quiet hosts (enrolled, not running); a
    watcher holds ``/ws/campaigns/<id>/`` with ``Authorization: Token``; every 30 s one quiet host
-   answers through gunicorn's ``distributed/write``, and the time until that host's ``result``
+   answers through granian's ``distributed/write``, and the time until that host's ``result``
    message arrives is recorded. The other hosts keep checking in meanwhile. The goal: every
    answer arrives, the socket never closes, for ``--ws-minutes``.
 
 It prints a table and rewrites docs/resilience.md; exit 1 when an agent request failed, a log
-line went missing, or the socket closed or missed an answer. Everything it starts (gunicorn,
+line went missing, or the socket closed or missed an answer. Everything it starts (granian,
 daphne, the proxy) is stopped in ``finally``, by PID. Django-side steps (API token, campaign)
 run in a one-shot child process, ``soak.py --django OP JSON``, with daphne's environment.
 """
@@ -372,7 +372,7 @@ class SocketRun:
 
 
 async def hold_websocket(
-    gunicorn: Server, daphne: DaphneServer, quiet: list[SimulatedAgent], run: SocketRun
+    web: Server, daphne: DaphneServer, quiet: list[SimulatedAgent], run: SocketRun
 ) -> None:
     setup = await asyncio.to_thread(
         django_step, daphne.env, "campaign", hosts=[a.identity.uuid for a in quiet]
@@ -436,7 +436,7 @@ async def hold_websocket(
                 started = time.monotonic()
                 try:
                     async with session.post(
-                        gunicorn.url + "/api/osquery/distributed/write", json=body,
+                        web.url + "/api/osquery/distributed/write", json=body,
                         timeout=aiohttp.ClientTimeout(total=protocol.REQUEST_TIMEOUT),
                     ) as response:  # fmt: skip
                         text = await response.text()
@@ -486,16 +486,16 @@ class Outcome:
     server_log: dict[str, int] = field(default_factory=dict)
 
 
-async def soak(args: argparse.Namespace, gunicorn: Server, proxy: FaultProxy, out: Outcome) -> None:
-    recorder = Recorder(gunicorn.tmp / "logs")
+async def soak(args: argparse.Namespace, web: Server, proxy: FaultProxy, out: Outcome) -> None:
+    recorder = Recorder(web.tmp / "logs")
     stats = Stats()
     out.stats = stats
     ticker = asyncio.create_task(progress(recorder))
     try:
-        async with HttpTransport(gunicorn.url, connections=CONNECTIONS) as http:
+        async with HttpTransport(web.url, connections=CONNECTIONS) as http:
             transport = RecordingTransport(http, recorder)
             config = SimulationConfig(
-                url=gunicorn.url, enroll_secret=SECRET, count=args.hosts, seed=7, agent=AgentSettings()
+                url=web.url, enroll_secret=SECRET, count=args.hosts, seed=7, agent=AgentSettings()
             )
             agents = build_agents(transport, config, stats, asyncio.Event())
             started = time.monotonic()
@@ -509,7 +509,7 @@ async def soak(args: argparse.Namespace, gunicorn: Server, proxy: FaultProxy, ou
             if args.only in (None, "outage"):
                 await outage(args, fleet, recorder, proxy, out)
             if args.only in (None, "websocket"):
-                await websocket(args, gunicorn, fleet, recorder, out)
+                await websocket(args, web, fleet, recorder, out)
             recorder.end()
             out.lines_total_written = recorder.file_lines() - lines_before
             out.lines_total_accepted = sum(sum(p.lines_accepted.values()) for p in recorder.phases)
@@ -545,12 +545,12 @@ async def outage(
 
 
 async def websocket(
-    args: argparse.Namespace, gunicorn: Server, fleet: Fleet, recorder: Recorder, out: Outcome
+    args: argparse.Namespace, web: Server, fleet: Fleet, recorder: Recorder, out: Outcome
 ) -> None:
     answers = int(args.ws_minutes * 60 // ANSWER_EVERY)
     quiet, busy = fleet.agents[: answers + 1], fleet.agents[answers + 1 :]
     daphne = DaphneServer(
-        "mariadb", "redis", gunicorn.tmp / "daphne", mysql_db=MYSQL_DB, redis_url=REDIS_URL, secret=SECRET
+        "mariadb", "redis", web.tmp / "daphne", mysql_db=MYSQL_DB, redis_url=REDIS_URL, secret=SECRET
     )
     run = SocketRun(args.ws_minutes)
     out.socket = run
@@ -558,7 +558,7 @@ async def websocket(
     try:
         fleet.start(busy)
         out.ws_phase = recorder.begin("WebSocket hold (background check-ins)", "up")
-        await hold_websocket(gunicorn, daphne, quiet, run)
+        await hold_websocket(web, daphne, quiet, run)
     finally:
         if out.ws_phase is not None:
             out.ws_phase.ended = time.monotonic()
@@ -582,8 +582,8 @@ def _server_log_figures(path: Path) -> dict[str, int]:
     with contextlib.suppress(OSError):
         text = path.read_text(errors="replace")
     return {
-        "gunicorn worker timeouts": text.count("WORKER TIMEOUT"),
-        "gunicorn tracebacks": text.count("Traceback"),
+        "granian workers exited unexpectedly": text.count("Unexpected exit from worker"),
+        "granian tracebacks": text.count("Traceback"),
         "cache outage warnings": text.count("cache (Redis) unavailable"),
         "live-query store warnings": text.count("live-query store unavailable"),
     }
@@ -670,8 +670,8 @@ def verdicts(out: Outcome) -> tuple[list[str], bool]:
             f"{_ms(percentile(by_redis['up'], 99))} ms with Redis up (before any fault), "
             f"{_ms(percentile(by_redis['down'], 50))} / {_ms(percentile(by_redis['down'], 99))} ms down, "
             f"**{_ms(percentile(hung, 50))} / {_ms(percentile(hung, 99))} ms hung** "
-            "(no failure, but each request waits on the server's Redis timeouts or behind one in "
-            "gunicorn's backlog)."
+            "(no failure, but each request waits on the server's Redis timeouts or behind one queued "
+            "in the server)."
         )
     phases = [*out.phases, *([out.ws_phase] if out.ws_phase else [])]
     if phases:
@@ -750,10 +750,11 @@ def write_report(path: Path, out: Outcome, command: str) -> None:
         "",
         f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- **Machine:** {machine()} (shared with other work while it ran)",
-        f"- **Configuration:** gunicorn {WORKERS} sync workers (`fleet.wsgi`, production settings) on "
-        "127.0.0.1, MariaDB (socket), Redis through a fault proxy (cache, node-key cache, live-query "
-        "store, channel layer); daphne (`fleet.asgi`) on the real Redis for the WebSocket; "
-        f"{args.hosts} simulated hosts; detail and label queries every 60 s; filesystem log destination",
+        f"- **Configuration:** granian (`fleet.web_server`) {WORKERS} worker processes, one request "
+        "thread each (`fleet.wsgi`, production settings) on 127.0.0.1, MariaDB (socket), Redis through "
+        "a fault proxy (cache, node-key cache, live-query store, channel layer); daphne (`fleet.asgi`) "
+        f"on the real Redis for the WebSocket; {args.hosts} simulated hosts; detail and label queries "
+        "every 60 s; filesystem log destination",
         f"- **Command:** `{command}`",
         "",
         "## Verdicts",
@@ -776,7 +777,7 @@ def write_report(path: Path, out: Outcome, command: str) -> None:
         "- Classes: *5xx* by HTTP status; *error body*, *node_invalid* as osquery reads the body "
         "(any `error` key, `node_invalid: true`); *transport error*: reset or refused; *timeout*: no "
         "answer within osquery's 16 s. Latency is the client's, from send to full response, so it "
-        "includes waiting in gunicorn's backlog.",
+        "includes queueing in the server.",
         "- Redis faults come from a TCP proxy (`tests/faultproxy.py`) in the soak process between the "
         "server and Redis: *down* resets open connections and closes new ones at once (a crashed "
         "Redis); *hung* accepts connections and reads requests but never answers (a stuck Redis or a "
@@ -792,8 +793,8 @@ def write_report(path: Path, out: Outcome, command: str) -> None:
         "flight before the last count).",
         "- WebSocket: the campaign targets quiet hosts (enrolled, not running, so only the script "
         f"answers for them); the other hosts keep checking in. Every {ANSWER_EVERY:g} s one quiet host "
-        "posts an `os_version` row to gunicorn's `distributed/write`; the latency runs from sending it "
-        "to the `result` message on the socket (gunicorn -> channels-redis -> daphne). An answer not "
+        "posts an `os_version` row to granian's `distributed/write`; the latency runs from sending it "
+        "to the `result` message on the socket (granian -> channels-redis -> daphne). An answer not "
         f"there within {ANSWER_WAIT:g} s is missed. The socket is opened with `Authorization: Token` "
         "(a knox token) and closed by the script at the end; aiohttp answers daphne's pings.",
         "",
@@ -850,26 +851,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="fleet-soak-"))
     proxy = FaultProxy(REDIS_HOST, REDIS_PORT)
-    gunicorn = Server(WORKERS, "mariadb", "redis", tmp, mysql_db=MYSQL_DB, redis_url=REDIS_URL, secret=SECRET)
-    gunicorn.env["REDIS_URL"] = f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}"  # Redis through the proxy
-    gunicorn.env.update(SERVER_ENV)
+    web = Server(WORKERS, "mariadb", "redis", tmp, mysql_db=MYSQL_DB, redis_url=REDIS_URL, secret=SECRET)
+    web.env["REDIS_URL"] = f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}"  # Redis through the proxy
+    web.env.update(SERVER_ENV)
     out = Outcome(args)
-    _log(f"gunicorn ({WORKERS} workers) at {gunicorn.url}, Redis through the proxy on port {proxy.port}")
+    _log(f"granian ({WORKERS} workers) at {web.url}, Redis through the proxy on port {proxy.port}")
     try:
-        gunicorn.prepare()
-        gunicorn.start()
-        asyncio.run(soak(args, gunicorn, proxy, out))
+        web.prepare()
+        web.start()
+        asyncio.run(soak(args, web, proxy, out))
     except Exception as exc:
         _log(f"failed: {exc}")
-        if tail := gunicorn.log_tail():
-            _log(f"gunicorn log:\n{tail}")
+        if tail := web.log_tail():
+            _log(f"granian log:\n{tail}")
         return 1
     finally:
         proxy.up()
-        gunicorn.stop()
-        out.server_log = {**_server_log_figures(gunicorn.log_path), **out.server_log}
+        web.stop()
+        out.server_log = {**_server_log_figures(web.log_path), **out.server_log}
         proxy.close()
-        gunicorn.cleanup()
+        web.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
     verdict_lines, ok = verdicts(out)
     print()

@@ -1,9 +1,10 @@
 """Real processes for tests that need more than one: daphne servers on this test's database, task
 agents as their own programs, and a failover TCP proxy standing in for a load balancer; also
-gunicorn and Celery as production runs them.
+the web server (granian) and Celery as production runs them.
 
 Everything binds 127.0.0.1 and is stopped by its process id (``stop``), in the test's ``finally``;
-gunicorn and Celery run in process groups of their own, stopped by that group's id (``stop_group``).
+the web server and Celery run in process groups of their own, stopped by that group's id
+(``stop_group``).
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class FailoverProxy:
             writer.close()
 
 
-# --- the production shape: gunicorn and Celery (each its own process group) -----------------------
+# --- the production shape: the web server and Celery (each its own process group) -----------------
 
 
 def _start_group(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
@@ -209,16 +210,15 @@ def _start_group(argv: list[str], env: dict[str, str], log_path: Path) -> subpro
     return process
 
 
-def start_gunicorn(
+def start_web(
     env: dict[str, str], log_path: Path, workers: int = 1, threads: int = 4
 ) -> tuple[subprocess.Popen, str]:
-    """gunicorn serving ``fleet.wsgi`` as production runs it (gthread, the metrics hooks), not yet
-    waited for (see :func:`wait_healthy`), and its URL. Stop it with :func:`stop_group`."""
+    """The web server as production runs it (``fleet.web_server``: granian serving ``fleet.wsgi``),
+    not yet waited for (see :func:`wait_healthy`), and its URL. Stop it with :func:`stop_group`."""
     port = free_port()
     process = _start_group(
-        [sys.executable, "-m", "gunicorn", "-c", "python:fleet.gunicorn_conf", "fleet.wsgi:application",
-         "-b", f"127.0.0.1:{port}", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
-         "--timeout", "150", "--graceful-timeout", "5", "--log-level", "warning"],
+        [sys.executable, "-m", "fleet.web_server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--threads", str(threads)],
         env, log_path,
     )  # fmt: skip
     return process, f"http://127.0.0.1:{port}"
@@ -241,7 +241,7 @@ def start_celery(
 
 
 def kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL a child started in its own process group (:func:`start_gunicorn`,
+    """SIGKILL a child started in its own process group (:func:`start_web`,
     :func:`start_celery`) with every process it forked: a machine that dies."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)

@@ -256,20 +256,26 @@ def unwrap(argv: list[str]) -> list[str]:
     return words
 
 
+def program_of(argv: list[str]) -> str:
+    """What a command runs: the program, or the module or script python is given."""
+    if argv[0] == "python":
+        return argv[2] if argv[1] == "-m" else argv[1]
+    return argv[0]
+
+
 def check_argv(argv: list[str]) -> None:
-    import gunicorn.config
     from celery.bin.base import CLIContext
     from celery.bin.celery import celery as celery_cli
     from daphne.cli import CommandLineInterface
 
+    from fleet import web_server
+
     program, args = argv[0], argv[1:]
-    if program == "gunicorn":
-        parsed = gunicorn.config.Config().parser().parse_args(args)
-        module, attr = parsed.args[0].split(":")
+    if program_of(argv) == "fleet.web_server":
+        parsed = web_server.parse_args(args[2:])
+        assert (parsed.host, parsed.port) == ("0.0.0.0", 8000)
+        module, attr = web_server.APP.split(":")
         assert callable(getattr(__import__(module, fromlist=[attr]), attr))
-        if parsed.config:
-            __import__(parsed.config.removeprefix("python:"))
-        assert parsed.bind == ["0.0.0.0:8000"]
     elif program == "daphne":
         parsed = CommandLineInterface().parser.parse_args(args)
         module, attr = parsed.application.split(":")
@@ -286,10 +292,10 @@ def check_argv(argv: list[str]) -> None:
         load_command_class(get_commands()[args[1]], args[1]).create_parser("manage.py", args[1]).parse_args(
             args[2:]
         )
-    elif program == "python":
+    elif program == "python" and args[0] != "-m":
         assert (ROOT / args[0]).is_file(), args[0]
     else:
-        raise AssertionError(f"unexpected program {program}")
+        raise AssertionError(f"unexpected program {argv[:3]}")
 
 
 def test_every_server_command_is_a_real_entry_point_with_valid_options():
@@ -300,8 +306,8 @@ def test_every_server_command_is_a_real_entry_point_with_valid_options():
             check_argv(argv)
         except SystemExit as exc:  # argparse rejected an option
             raise AssertionError(f"{where}: {argv} rejected ({exc})") from exc
-        seen.add(argv[0] if argv[0] != "python" else argv[1])
-    assert {"gunicorn", "daphne", "celery", "manage.py"} <= seen
+        seen.add(program_of(argv))
+    assert {"fleet.web_server", "daphne", "celery", "manage.py"} <= seen
 
 
 def test_the_task_agent_command_is_one_its_program_accepts():
@@ -320,6 +326,9 @@ def test_the_command_line_tools_check_what_is_parsed():
         ["python", "manage.py", "simulate_hosts", "--url", "https://x", "--enroll-secret", "s", "--cnt", "1"],
         ["python", "manage.py", "migrate_everything"],
         ["daphne", "-b", "0.0.0.0", "-p", "8001", "fleet.wsgi:application"],
+        ["python", "-m", "fleet.web_server", "--port", "8000", "--wokers", "2"],
+        ["python", "-m", "fleet.web_server", "--port", "8080"],
+        ["python", "-m", "gunicorn", "fleet.wsgi:application"],
     ):
         with pytest.raises((AssertionError, SystemExit, CommandError, click.UsageError)):
             check_argv(argv)
@@ -352,8 +361,10 @@ def bound_port(where: str) -> int:
     for origin, argv in server_commands():
         if origin.endswith(pod_or_service) or origin.startswith(pod_or_service + "/"):
             argv = unwrap(argv)
-            if argv[0] == "gunicorn":
-                return int(argv[argv.index("-b") + 1].rsplit(":", 1)[1])
+            if program_of(argv) == "fleet.web_server":
+                from fleet import web_server
+
+                return web_server.parse_args(argv[3:]).port
             if argv[0] == "daphne":
                 return int(argv[argv.index("-p") + 1])
     raise AssertionError(f"no server command for {where}")
@@ -419,7 +430,7 @@ def test_every_websocket_route_is_under_ws_and_no_http_route_is():
             resolve(path)
 
 
-def test_nginx_sends_websockets_to_daphne_and_the_rest_to_gunicorn():
+def test_nginx_sends_websockets_to_daphne_and_the_rest_to_the_web_server():
     locations = nginx_locations()
     services = compose()["services"]
     ws, web, server = locations["/ws/"], locations["/"], locations[""]
@@ -460,7 +471,7 @@ def test_compose_proxy_uses_this_config_and_the_certificate_the_certs_step_write
     assert proxy["depends_on"]["certs"]["condition"] == "service_completed_successfully"
 
 
-def test_the_ingress_routes_ws_to_daphne_and_the_rest_to_gunicorn():
+def test_the_ingress_routes_ws_to_daphne_and_the_rest_to_the_web_server():
     ingresses = objects("Ingress")
     deployments = objects("Deployment")
     services = objects("Service")
@@ -483,8 +494,8 @@ def test_the_ingress_routes_ws_to_daphne_and_the_rest_to_gunicorn():
             if service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
         )
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        program = container["command"][0]
-        assert program == ("daphne" if path == "/ws/" else "gunicorn"), path
+        program = program_of(container["command"])
+        assert program == ("daphne" if path == "/ws/" else "fleet.web_server"), path
         assert port["targetPort"] in {p["name"] for p in container["ports"]}
         annotations = ingress["metadata"]["annotations"]
         read_timeout = float(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"])

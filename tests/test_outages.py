@@ -3,8 +3,8 @@
 Outages are real: a TCP proxy (tests/faultproxy.py) sits between the server and Redis or
 MariaDB and resets or silences the connections, so the drivers meet what they would in
 production. The Redis tests run in-process (the cache is switched to the proxy); the database
-hang runs a gunicorn server in a child process against MariaDB (skipped on SQLite, which has no
-server to lose).
+hang runs the web server (``fleet.web_server``) in a child process against MariaDB (skipped on
+SQLite, which has no server to lose).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
             return
         except OSError:
             time.sleep(0.2)
-    raise AssertionError("gunicorn did not start: " + log.read_text()[-3000:])
+    raise AssertionError("the web server did not start: " + log.read_text()[-3000:])
 
 
 @pytest.mark.slow
@@ -180,11 +180,11 @@ def test_a_hung_database_fails_check_ins_within_osquerys_limit(global_secret, tm
             "DJANGO_SECURE_SSL_REDIRECT": "false",
             "FLEET_VAR_DIR": str(tmp_path),
         }
-        log = tmp_path / "gunicorn.log"
+        log = tmp_path / "web.log"
         with log.open("w") as out:
             server = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "fleet.wsgi:application", "-b", f"127.0.0.1:{port}",
-                 "-w", "1", "-k", "gthread", "--threads", "4", "--timeout", "60"],
+                [sys.executable, "-m", "fleet.web_server", "--host", "127.0.0.1", "--port", str(port),
+                 "--workers", "1", "--threads", "4"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:

@@ -1,4 +1,4 @@
-"""The production shape scaled out, without Docker: two gunicorn web processes, two daphne
+"""The production shape scaled out, without Docker: two web processes (granian), two daphne
 processes, a Celery worker and beat, on MariaDB and Redis (docs/deployment.md).
 
 Simulated hosts (osquery and orbit, ``agentapi.simulator``, in this process) check in every
@@ -67,7 +67,7 @@ from tests.live_processes import (
     server_env,
     start_celery,
     start_daphne,
-    start_gunicorn,
+    start_web,
     stop,
     stop_group,
     wait_for,
@@ -281,10 +281,10 @@ def _start_cluster(tmp_path: Path) -> Cluster:
     }
     processes: dict[str, subprocess.Popen] = {}
     try:
-        processes["web-a"], web_a = start_gunicorn(
+        processes["web-a"], web_a = start_web(
             {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom-a")}, logs["web-a"]
         )
-        processes["web-b"], web_b = start_gunicorn(
+        processes["web-b"], web_b = start_web(
             {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom-b")}, logs["web-b"]
         )
         daphne_env = {**env, "DATABASE_CONN_MAX_AGE": "0"}
@@ -305,7 +305,7 @@ def _start_cluster(tmp_path: Path) -> Cluster:
 
 
 def _stop_cluster(processes: dict[str, subprocess.Popen]) -> None:
-    """Stop every process by its id (gunicorn and Celery by their process group's), all at once."""
+    """Stop every process by its id (the web servers and Celery by their process group's), all at once."""
     with ThreadPoolExecutor(len(processes) or 1) as pool:
         for name, process in processes.items():
             pool.submit(stop if name.startswith("daphne") else stop_group, process)
