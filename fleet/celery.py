@@ -61,6 +61,15 @@ def _task_revoked(sender: Any = None, expired: bool = False, **kwargs: Any) -> N
     _count(sender, "expired" if expired else "revoked")
 
 
+@signals.worker_init.connect
+def _fresh_metrics_dir(**kwargs: Any) -> None:
+    """Counts left in the directory by a previous run (a restarted container keeps its emptyDir)
+    would be summed in: empty it before the pool starts counting, as the web server does."""
+    from fleet.metrics_dir import empty_multiproc_dir
+
+    empty_multiproc_dir()
+
+
 @signals.worker_ready.connect
 def _serve_worker_metrics(**kwargs: Any) -> None:
     from fleet.env import env

@@ -310,6 +310,21 @@ def test_every_server_command_is_a_real_entry_point_with_valid_options():
     assert {"fleet.web_server", "daphne", "celery", "manage.py"} <= seen
 
 
+def test_the_celery_worker_serves_its_task_metrics_in_compose_and_kubernetes():
+    """Task outcomes are counted in the worker's pool processes: without a directory and a port
+    nothing would ever serve them (docs/metrics.md)."""
+    worker = compose()["services"]["worker"]
+    env = worker["environment"]
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/") and "/tmp" in worker["tmpfs"]
+    assert str(env["WORKER_METRICS_PORT"]) in worker["expose"]
+    spec = objects("Deployment")["fleet-worker"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    values = {item["name"]: item["value"] for item in container["env"]}
+    assert values["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {p["containerPort"] for p in container["ports"]} == {int(values["WORKER_METRICS_PORT"])}
+
+
 def test_the_task_agent_command_is_one_its_program_accepts():
     from taskagent.cli import build_parser
 

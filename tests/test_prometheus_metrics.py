@@ -506,6 +506,18 @@ def test_gunicorn_hooks_empty_the_directory_and_forget_exited_workers(tmp_path, 
     assert [p.name for p in directory.iterdir()] == ["counter_222.db"]  # its counts stay summed in
 
 
+def test_a_celery_worker_empties_its_metrics_directory_when_it_starts(tmp_path, monkeypatch):
+    """A restarted worker container keeps its directory: the last run's counts must not be summed in."""
+    from fleet.celery import _fresh_metrics_dir  # connected to celery.signals.worker_init
+
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    (directory / "counter_333.db").write_bytes(b"left from a previous run")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    _fresh_metrics_dir()
+    assert list(directory.iterdir()) == []
+
+
 # --- documentation ---------------------------------------------------------------------------------------
 
 
