@@ -1,13 +1,15 @@
 """Publishing campaign events to the watchers' Channels group, from sync code.
 
 With Redis (production), events are handed to a long-lived event loop on a background thread
-and sent from there in batches, at most ``FLUSH_SECONDS`` after they were published: a
-``distributed/write`` neither waits on Redis nor wakes another thread for its answer. Sent one by
-one, each answer cost its web process 0.6 ms of CPU (a thread handoff and channels-redis'
-three round trips), 40 % of the whole request; in a batch the group is looked up once for many
-answers. Consecutive results of a campaign travel as one ``campaign.results`` message; any
-other event (``campaign.ended``) keeps its place after them, and batches leave in the order they
-were made. A process that exits sends what it still holds (``atexit``).
+and sent from there, at most one batch per ``FLUSH_SECONDS``: an event published after a quiet
+spell leaves at once, and those that follow it within the period wait for the next batch (at
+most ``FLUSH_SECONDS``). A ``distributed/write`` never waits on Redis, and under load it does not
+wake another thread for its answer either: sent one by one, each answer cost its web process
+0.6 ms of CPU (a thread handoff and channels-redis' round trips), 40 % of the whole request; in
+a batch the group is looked up once for many answers. Consecutive results of a campaign travel
+as one ``campaign.results`` message; any other event (``campaign.ended``) keeps its place after
+them, and batches leave in the order they were made. A process that exits sends what it still
+holds (``atexit``).
 
 With the in-memory layer (embedded default), the event must reach consumers on the server's own
 loop: ``async_to_sync`` from a request thread, or scheduled on the loop when the request runs
@@ -20,6 +22,7 @@ import asyncio
 import atexit
 import logging
 import threading
+import time
 from itertools import groupby
 from typing import Any
 
@@ -30,7 +33,7 @@ from fleet.inline_loop import call_async
 
 logger = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.1  # the longest a watcher waits for an answer because of batching
+FLUSH_SECONDS = 0.1  # one batch per period at most: the longest an answer waits for its batch
 BATCH_RESULTS = 100  # results per ``campaign.results`` message at most (bounds a message's size)
 
 
@@ -81,6 +84,7 @@ class _Batcher:
         self._lock = threading.Lock()
         self._events: list[tuple[int, dict[str, Any]]] = []
         self._scheduled = False
+        self._next_flush = 0.0  # monotonic time before which no other batch leaves
         self._sending: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     def add(self, campaign_id: int, event: dict[str, Any]) -> None:
@@ -89,8 +93,9 @@ class _Batcher:
             if self._scheduled:
                 return
             self._scheduled = True
+            delay = max(0.0, self._next_flush - time.monotonic())
         loop = _background.loop()
-        loop.call_soon_threadsafe(loop.call_later, FLUSH_SECONDS, self._start_flush)
+        loop.call_soon_threadsafe(loop.call_later, delay, self._start_flush)
 
     def _start_flush(self) -> None:
         asyncio.ensure_future(self.flush())
@@ -98,6 +103,7 @@ class _Batcher:
     def _take(self) -> list[tuple[int, dict[str, Any]]]:
         with self._lock:
             events, self._events, self._scheduled = self._events, [], False
+            self._next_flush = time.monotonic() + FLUSH_SECONDS
             return events
 
     async def flush(self) -> None:

@@ -421,8 +421,9 @@ def test_claim_grants_rows_under_the_cap_only_to_pending_hosts(kind, redis_url, 
 
 
 async def test_published_events_reach_the_group_in_batches_in_order(redis_url, settings, monkeypatch):
-    """Through a real Redis channel layer: results published one by one arrive as one
-    ``campaign.results`` message, the end after them; what is held at exit is sent by ``drain``."""
+    """Through a real Redis channel layer: an answer after a quiet spell leaves at once; those
+    published within the next ``FLUSH_SECONDS`` arrive as one ``campaign.results`` message, the
+    end after them; what is held at exit is sent by ``drain``."""
     from channels_redis.core import RedisChannelLayer
 
     from campaigns import stream
@@ -430,18 +431,27 @@ async def test_published_events_reach_the_group_in_batches_in_order(redis_url, s
     settings.REDIS_URL = redis_url
     layer = RedisChannelLayer(hosts=[redis_url])
     monkeypatch.setattr(stream, "get_channel_layer", lambda: layer)
+    monkeypatch.setattr(stream, "FLUSH_SECONDS", 1.0)
+    monkeypatch.setattr(stream._batcher, "_next_flush", 0.0)  # quiet until now
     channel = await layer.new_channel()
     await layer.group_add(stream.group_name(5), channel)
     try:
-        for host_id in (1, 2, 3):
+        started = time.monotonic()
+        stream.publish(5, {"type": "campaign.result", "result": {"host_id": 1}})
+        alone = await asyncio.wait_for(layer.receive(channel), 5)
+        assert [r["host_id"] for r in alone["results"]] == [1]
+        assert time.monotonic() - started < 0.5  # not held for the period
+
+        for host_id in (2, 3):
             stream.publish(5, {"type": "campaign.result", "result": {"host_id": host_id}})
         stream.publish(5, {"type": "campaign.ended", "status": "finished"})
-        first = await asyncio.wait_for(layer.receive(channel), 5)
-        assert first["type"] == "campaign.results"
-        assert [r["host_id"] for r in first["results"]] == [1, 2, 3]
+        batch = await asyncio.wait_for(layer.receive(channel), 5)
+        assert batch["type"] == "campaign.results"
+        assert [r["host_id"] for r in batch["results"]] == [2, 3]
         assert (await asyncio.wait_for(layer.receive(channel), 5))["type"] == "campaign.ended"
 
-        monkeypatch.setattr(stream, "FLUSH_SECONDS", 60.0)  # only drain() can send this one now
+        monkeypatch.setattr(stream, "FLUSH_SECONDS", 60.0)
+        stream._batcher._next_flush = time.monotonic() + 60.0  # only drain() can send this one now
         stream.publish(5, {"type": "campaign.result", "result": {"host_id": 4}})
         await asyncio.to_thread(stream._batcher.drain)
         last = await asyncio.wait_for(layer.receive(channel), 5)
