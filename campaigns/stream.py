@@ -33,7 +33,7 @@ from fleet.inline_loop import call_async
 
 logger = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.1  # one batch per period at most: the longest an answer waits for its batch
+FLUSH_SECONDS = 0.02  # one batch per period at most: the longest an answer waits for its batch
 BATCH_RESULTS = 100  # results per ``campaign.results`` message at most (bounds a message's size)
 
 
