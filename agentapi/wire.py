@@ -57,21 +57,47 @@ def error_response(error: AgentError) -> HttpResponse:
     return response
 
 
+# What is left of a refused body is read and dropped up to this much, so the client, still
+# sending, gets the reply: a server that closes with a body unread resets the connection, and the
+# client loses the reply. Past it, the connection is closed instead.
+DRAIN_LIMIT = 16 * 1024 * 1024
+
+
 def _too_large(limit: int, unread: bool = False) -> AgentError:
     return AgentError(f"request body exceeds the limit of {limit} bytes", status=413, close=unread)
 
 
+def _drain(stream: Any, budget: int) -> int:
+    """Read and drop the rest of the body, at most ``budget`` bytes; how many were read."""
+    read = 0
+    while read < budget:
+        chunk = stream.read(min(_CHUNK, budget - read))
+        if not chunk:
+            break
+        read += len(chunk)
+    return read
+
+
 def read_body(request: HttpRequest, limit: int) -> bytes:
-    """The raw (inflated) body, refusing more than ``limit`` bytes before or after gzip."""
+    """The raw (inflated) body, refusing more than ``limit`` bytes before or after gzip.
+
+    A chunked body (no ``Content-Length``) is read from the server's stream when the server
+    ends it at the body's end (``wsgi.input_terminated``, as granian and gunicorn do): Django
+    would read it as empty.
+    """
+    meta = request.META
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
         raise AgentError("invalid Content-Length") from None
+    chunked = not meta.get("CONTENT_LENGTH") and bool(meta.get("wsgi.input_terminated"))
+    stream: Any = meta["wsgi.input"] if chunked else request
     if declared > limit:
-        raise _too_large(limit, unread=True)
-    raw = request.read(limit + 1)
-    if len(raw) > limit:
-        raise _too_large(limit, unread=True)
+        ended = declared <= DRAIN_LIMIT and _drain(stream, declared) == declared
+        raise _too_large(limit, unread=not ended)
+    raw = stream.read(limit + 1)
+    if len(raw) > limit:  # chunked only: a declared length was checked above
+        raise _too_large(limit, unread=_drain(stream, DRAIN_LIMIT) >= DRAIN_LIMIT)
     encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
     if encoding in ("gzip", "x-gzip") or raw[:2] == b"\x1f\x8b":
         return _gunzip(raw, limit)

@@ -246,11 +246,23 @@ def test_a_host_header_outside_allowed_hosts_gets_a_json_error(agent, settings):
     assert response.json()["error"]
 
 
-def test_a_413_closes_the_connection(agent, settings):
+def test_a_413_reads_what_is_left_of_the_body_and_keeps_the_connection(agent, settings):
+    """The client, still sending, must get the reply: closing with a body unread resets the
+    connection and loses it (found by the fuzzer against granian)."""
     settings.OSQUERY = {**settings.OSQUERY, "MAX_LOG_SIZE": 1000}
     response = post(agent.client, "log", b'{"node_key": "x", "pad": "' + b"a" * 2000 + b'"}')
     assert response.status_code == 413 and response.json()["error"]
-    assert response["Connection"] == "close"
+    assert not response.has_header("Connection")
+
+
+def test_a_413_past_the_drain_limit_closes_the_connection(agent, settings, monkeypatch):
+    from agentapi import wire
+
+    monkeypatch.setattr(wire, "DRAIN_LIMIT", 1500)
+    settings.OSQUERY = {**settings.OSQUERY, "MAX_LOG_SIZE": 1000}
+    response = post(agent.client, "log", b'{"node_key": "x", "pad": "' + b"a" * 2000 + b'"}')
+    assert response.status_code == 413 and response.json()["error"]
+    assert response["Connection"] == "close"  # the unread rest must not be parsed as a request
 
 
 @pytest.mark.parametrize("suffix", ["²", "9" * 5000, "1٣", "-1", ""])

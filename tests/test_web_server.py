@@ -69,3 +69,64 @@ def test_a_real_server_answers_agents_on_one_connection_and_stops_on_sigterm(tmp
         stop_group(process, timeout=web_server.KILL_TIMEOUT)
     assert process.returncode is not None
     assert "Traceback" not in (tmp_path / "web.log").read_text()
+
+
+def _raw_exchange(port: int, head: str, body: bytes) -> list[tuple[int, bytes]]:
+    """Send one request (whole), then a config request on the same connection; both replies."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        probe = b'{"node_key": "no-such-key"}'
+        sock.sendall(head.encode() + body)
+        sock.sendall(
+            b"POST /api/osquery/config HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(probe)}\r\n\r\n".encode()
+            + probe
+        )
+        replies, buffer = [], b""
+        while len(replies) < 2:
+            data = sock.recv(65536)
+            assert data, f"connection closed after {replies}"
+            buffer += data
+            while b"\r\n\r\n" in buffer:
+                header, _, rest = buffer.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in header.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
+                if len(rest) < length:
+                    break
+                replies.append((int(header.split()[1]), rest[:length]))
+                buffer = rest[length:]
+        return replies
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_oversized_and_chunked_bodies_get_their_reply_and_keep_the_connection(tmp_path):
+    """Found by the fuzzer against granian: a refused body left unread made the server reset the
+    connection, and the client lost the 413; a chunked body read as empty (Django reads
+    ``Content-Length`` only)."""
+    env = server_env(tmp_path / "var", OSQUERY_MAX_REQUEST_SIZE="1000")
+    process, url = start_web(env, tmp_path / "web.log", workers=1, threads=2)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        wait_healthy(process, url)
+        big = b'{"node_key": "x", "pad": "' + b"p" * 3_000_000 + b'"}'
+        head = "POST /api/osquery/config HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        (status, body), (again, _) = _raw_exchange(port, head + f"Content-Length: {len(big)}\r\n\r\n", big)
+        assert status == 413 and b"limit" in body and again == 401
+
+        chunked = f"{len(big):x}\r\n".encode() + big + b"\r\n0\r\n\r\n"
+        (status, body), (again, _) = _raw_exchange(port, head + "Transfer-Encoding: chunked\r\n\r\n", chunked)
+        assert status == 413 and b"limit" in body and again == 401
+
+        small = b'{"node_key": "no-such-key"}'
+        chunked = f"{len(small):x}\r\n".encode() + small + b"\r\n0\r\n\r\n"
+        (status, body), (again, _) = _raw_exchange(port, head + "Transfer-Encoding: chunked\r\n\r\n", chunked)
+        assert (status, json.loads(body)["node_invalid"], again) == (401, True, 401)  # read, not empty
+    finally:
+        stop_group(process, timeout=web_server.KILL_TIMEOUT)
