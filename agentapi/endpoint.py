@@ -20,6 +20,7 @@ from agentapi import errorlog
 from agentapi.wire import (
     AgentError,
     check_structure,
+    drain_body,
     error_response,
     header_node_key,
     json_response,
@@ -79,7 +80,10 @@ def _preauthenticate(request: HttpRequest, credential: str, raw: bytes | None) -
             return
         state = nodekeys.lookup(key)
         if state is None:
-            raise AgentError("invalid node key", status=401, node_invalid=True, close=raw is None)
+            # An unread body is drained so the client, still sending, gets the reply (a close with
+            # a body unread resets the connection; osquery would never learn to re-enroll).
+            unread = raw is None and not drain_body(request)
+            raise AgentError("invalid node key", status=401, node_invalid=True, close=unread)
         request._agent_host = (key, state)  # type: ignore[attr-defined]
         return
     if raw is None:

@@ -78,6 +78,24 @@ def _drain(stream: Any, budget: int) -> int:
     return read
 
 
+def _chunked(meta: dict[str, Any]) -> bool:
+    """A body without ``Content-Length`` that the server ends (``wsgi.input_terminated``)."""
+    return not meta.get("CONTENT_LENGTH") and bool(meta.get("wsgi.input_terminated"))
+
+
+def drain_body(request: HttpRequest) -> bool:
+    """Read and drop a body refused before it was read, up to ``DRAIN_LIMIT``; whether it ended
+    (if not, the reply must close the connection)."""
+    meta = request.META
+    if _chunked(meta):
+        return _drain(meta["wsgi.input"], DRAIN_LIMIT) < DRAIN_LIMIT
+    try:
+        declared = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False
+    return declared <= DRAIN_LIMIT and _drain(request, declared) == declared
+
+
 def read_body(request: HttpRequest, limit: int) -> bytes:
     """The raw (inflated) body, refusing more than ``limit`` bytes before or after gzip.
 
@@ -90,7 +108,7 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
         declared = int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
         raise AgentError("invalid Content-Length") from None
-    chunked = not meta.get("CONTENT_LENGTH") and bool(meta.get("wsgi.input_terminated"))
+    chunked = _chunked(meta)
     stream: Any = meta["wsgi.input"] if chunked else request
     if declared > limit:
         ended = declared <= DRAIN_LIMIT and _drain(stream, declared) == declared

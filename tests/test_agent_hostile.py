@@ -62,7 +62,18 @@ def test_a_large_body_without_any_credential_is_refused_unparsed(client, agent):
     assert peak < 4 * len(body)
 
 
-def test_a_wrong_nodekey_header_is_refused_before_the_body_is_read(client, agent):
+def test_a_wrong_nodekey_header_is_refused_before_the_body_is_parsed(client, agent):
+    """The body (not JSON at all) is read and dropped unparsed, so the client gets the reply and
+    may reuse the connection; past the drain limit the connection is closed instead."""
+    response = post(client, "log", b"x" * 500_000, HTTP_AUTHORIZATION="NodeKey wrong")
+    assert response.status_code == 401 and response.json()["node_invalid"] is True
+    assert not response.has_header("Connection")
+
+
+def test_a_wrong_nodekey_header_with_a_body_past_the_drain_limit_closes(client, agent, monkeypatch):
+    from agentapi import wire
+
+    monkeypatch.setattr(wire, "DRAIN_LIMIT", 100_000)
     response = post(client, "log", b"x" * 500_000, HTTP_AUTHORIZATION="NodeKey wrong")
     assert response.status_code == 401 and response.json()["node_invalid"] is True
     assert response["Connection"] == "close"  # the unread body must not be parsed as a request
