@@ -108,15 +108,12 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
         declared = int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
         raise AgentError("invalid Content-Length") from None
-    chunked = _chunked(meta)
-    stream: Any = meta["wsgi.input"] if chunked else request
     if declared > limit:
-        ended = declared <= DRAIN_LIMIT and _drain(stream, declared) == declared
-        raise _too_large(limit, unread=not ended)
-    raw = stream.read(limit + 1)
+        raise _too_large(limit, unread=not drain_body(request))
+    raw = (meta["wsgi.input"] if _chunked(meta) else request).read(limit + 1)
     if len(raw) > limit:  # chunked only: a declared length was checked above
-        raise _too_large(limit, unread=_drain(stream, DRAIN_LIMIT) >= DRAIN_LIMIT)
-    encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+        raise _too_large(limit, unread=not drain_body(request))
+    encoding = meta.get("HTTP_CONTENT_ENCODING", "").strip().lower()
     if encoding in ("gzip", "x-gzip") or raw[:2] == b"\x1f\x8b":
         return _gunzip(raw, limit)
     if encoding not in ("", "identity"):

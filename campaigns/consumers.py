@@ -134,10 +134,8 @@ class CampaignConsumer(AsyncJsonWebsocketConsumer):
 
     # --- group events (from campaigns.stream.publish) ---------------------------------------------
     async def campaign_result(self, event: dict[str, Any]) -> None:
-        if self.counts is None or not self.counts.add(event["result"]):
-            return
-        await self.send_json({"type": "result", "data": event["result"]})
-        await self._send_status()
+        """One answer (the embedded default's in-memory layer sends them one by one)."""
+        await self.campaign_results({"results": [event["result"]]})
 
     async def campaign_results(self, event: dict[str, Any]) -> None:
         """A batch of answers (``stream.messages``): each as its own ``result``, then one status."""

@@ -59,14 +59,16 @@ class _BackgroundLoop:
 _background = _BackgroundLoop()
 
 
+def _run_key(item: tuple[int, dict[str, Any]]) -> tuple[int, bool]:
+    """Consecutive events of one campaign that are all results, or all something else."""
+    return item[0], item[1]["type"] == "campaign.result"
+
+
 def messages(events: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
     """The group messages for ``events`` (campaign id, event), in order: runs of results of one
     campaign become ``campaign.results`` messages of at most ``BATCH_RESULTS``."""
     out: list[tuple[int, dict[str, Any]]] = []
-    def run_of(item: tuple[int, dict[str, Any]]) -> tuple[int, bool]:
-        return item[0], item[1]["type"] == "campaign.result"
-
-    for (campaign_id, is_result), run in groupby(events, key=run_of):
+    for (campaign_id, is_result), run in groupby(events, key=_run_key):
         items = [event for _, event in run]
         if not is_result:
             out.extend((campaign_id, event) for event in items)

@@ -27,8 +27,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from fleet.metrics_dir import empty_multiproc_dir
+
+if TYPE_CHECKING:
+    from granian.server.common import AbstractServer
 
 APP = "fleet.wsgi:application"
 KILL_TIMEOUT = 30  # seconds a worker gets to finish its requests at shutdown before it is killed
@@ -60,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build(args: argparse.Namespace) -> object:
+def build(args: argparse.Namespace) -> AbstractServer:
     """The granian server for ``args``, not started (tests read its settings)."""
     from granian.constants import HTTPModes, Interfaces
     from granian.log import LogLevels
@@ -87,7 +91,7 @@ def build(args: argparse.Namespace) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fleet.settings")
-    build(parse_args(argv)).serve()  # type: ignore[attr-defined]
+    build(parse_args(argv)).serve()
     return 0
 
 

@@ -546,18 +546,12 @@ def _per_host(figures: dict[str, Any]) -> str:
     )
 
 
-def _web_server(r: dict[str, Any]) -> tuple[str, str]:
-    """The web server's name and how it ran; runs recorded before granian (no ``web_server``,
-    a ``worker_class``) measured gunicorn."""
-    if r.get("web_server") == "granian":
-        return "granian", f"granian (`fleet.web_server`) with one worker process of {r['threads']} threads"
-    return "gunicorn", f"gunicorn with one {r['worker_class']} worker"
-
 
 def render(r: dict[str, Any]) -> list[str]:
     """The "Load report" section from a result (docs/bench-load.json)."""
     web, live, g = r["web"], r["live_queries"], r["goal"]
-    server, served_by = _web_server(r)
+    server = r["web_server"]
+    served_by = f"{server} (`fleet.web_server`) with one worker process of {r['threads']} threads"
     endpoints = ", ".join(f"{name} {rate}" for name, rate in r["requests_per_s_by_endpoint"].items())
     live_text = f"{live['completed']} of {live['started']} reached every host"
     if live["completed"]:
