@@ -10,9 +10,11 @@ every 10 s, fetching their config every 60 s and running the packs' queries on o
 
 1. Priming (not measured): every host enrolls, answers its first detail queries (software too)
    and its label queries; starts are spread over ``--prime-spread`` seconds.
-2. The window (``--duration`` s): the same hosts again (saved node keys, so no enrolment) while a
-   thread runs one live query at a time through the REST API (start one on all hosts, follow it
-   until every host answered or ``--live-timeout`` s, stop it, start the next).
+2. The window (``--duration`` s): the same hosts again (saved node keys, so no enrolment), after
+   ``--warmup`` s not counted (the restarted agents first fetch their configs all at once), while
+   a thread runs one live query at a time through the REST API (start one on all hosts, follow it
+   until every host answered or ``--live-timeout`` s, stop it, start the next: at once, or
+   ``--live-every`` s after the previous one started).
 
 CPU is read from /proc (utime + stime): granian's master and worker, and the mariadbd and
 redis-server processes, so the load generator's own work does not count; it shares the two cores
@@ -22,8 +24,10 @@ per core (1 core-second / CPU-seconds per host per second: the core at 100 %), m
 process, and the live queries' time to all hosts. Goal: at least 7,500 hosts per web core (Fleet's
 sizing, 150,000 hosts on 20 one-vCPU tasks), p99 under 500 ms and no errors at the measured load.
 
-Results go to docs/bench-load.json and the "Load report" section of docs/benchmarks.md
-(``load_report_lines``, which ``make bench`` also renders); ``--no-write`` prints only. The
+Results go to docs/bench-load.json, one run per scenario (hosts, live queries or not, threads: a
+run replaces its scenario's last one), and the "Load report" section of docs/benchmarks.md
+(``load_report_lines``, which ``make bench`` also renders: every scenario in one table, then the
+latest run in full); ``--no-write`` prints only. The
 database is dropped and Redis 4 flushed at the end; every process started here is stopped by PID.
 """
 
@@ -267,8 +271,15 @@ def primed_hosts(server: Server) -> dict[str, int]:
 
 
 def simulate(
-    server: Server, args: argparse.Namespace, duration: float, stats: Path, spread: float, log: Path
+    server: Server,
+    args: argparse.Namespace,
+    duration: float,
+    stats: Path,
+    spread: float,
+    log: Path,
+    stats_after: float = 0.0,
 ) -> subprocess.Popen[bytes]:
+    """``manage.py simulate_hosts`` for ``duration`` s, counting requests from ``stats_after`` s on."""
     command = [
         PY, str(ROOT / "manage.py"), "simulate_hosts",
         "--url", server.url, "--enroll-secret", server.secret, "--count", str(args.hosts), "--seed", "13",
@@ -276,6 +287,7 @@ def simulate(
         "--config-interval", str(CONFIG_INTERVAL), "--start-period", str(spread),
         "--duration", str(duration), "--node-key-file", str(server.tmp / "node_keys.json"),
         "--progress-interval", "15", "--connections", str(args.connections), "--stats-file", str(stats),
+        "--stats-after", str(stats_after),
     ]  # fmt: skip
     env = {**server.env, "FLEET_VAR_DIR": str(server.tmp / "simulator")}
     with open(log, "wb") as out:
@@ -309,11 +321,12 @@ class LogFollower:
 
 class LiveQueries(threading.Thread):
     """One live query at a time on all hosts through REST, until ``stop``: start, follow (every
-    second) until every targeted host answered or ``timeout``, stop it if still running, next."""
+    second) until every targeted host answered or ``timeout``, stop it if still running, next:
+    at once (``every`` 0: one always running) or ``every`` s after the previous one started."""
 
-    def __init__(self, server: Server, token: str, timeout: float) -> None:
+    def __init__(self, server: Server, token: str, timeout: float, every: float = 0.0) -> None:
         super().__init__(name="live-queries", daemon=True)
-        self.server, self.token, self.timeout = server, token, timeout
+        self.server, self.token, self.timeout, self.every = server, token, timeout, every
         self.stop_event = threading.Event()
         self.campaigns: list[dict[str, Any]] = []
         self.errors: list[str] = []
@@ -323,11 +336,13 @@ class LiveQueries(threading.Thread):
         while not self.stop_event.is_set():
             sql = LIVE_SQL[turn % len(LIVE_SQL)]
             turn += 1
+            started = time.monotonic()
             try:
                 self.campaigns.append(self._one(sql))
             except Exception as exc:  # a refused or failed REST call: note it, go on after a pause
                 self.errors.append(f"{type(exc).__name__}: {exc}")
                 self.stop_event.wait(2.0)
+            self.stop_event.wait(max(0.0, started + self.every - time.monotonic()))
 
     def _one(self, sql: str) -> dict[str, Any]:
         started = time.monotonic()
@@ -363,6 +378,7 @@ class LiveQueries(threading.Thread):
     def summary(self) -> dict[str, Any]:
         times = [c["seconds_to_all"] for c in self.campaigns if c["outcome"] == "complete"]
         return {
+            "every": self.every,
             "started": len(self.campaigns),
             "completed": len(times),
             "seconds_to_all_median": round(statistics.median(times), 1) if times else None,
@@ -386,19 +402,25 @@ def _window(
         raise RuntimeError("the mariadbd or redis-server PID could not be found")
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     follower = LogFollower(tmp / "measure.log")
-    measured = simulate(server, args, args.duration, tmp / "measured.json", args.interval, follower.path)
+    measured = simulate(
+        server, args, args.warmup + args.duration, tmp / "measured.json", args.interval, follower.path,
+        stats_after=args.warmup,
+    )  # fmt: skip
     children.append(measured)
-    # The window starts when the simulator's agents do (after its Django start-up) and lasts
-    # exactly as long as its own timer, so its counts and our CPU cover the same seconds.
+    # The window starts ``--warmup`` s after the simulator's agents do (after its Django start-up:
+    # the restarted agents first fetch their configs all at once, which is not the steady mix)
+    # and lasts exactly as long as the simulator counts, so its counts and our CPU cover the same
+    # seconds.
     deadline = time.monotonic() + 120
     while not follower.seen("simulating ") and measured.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     if measured.poll() is not None or time.monotonic() >= deadline:
         raise RuntimeError(f"the simulator did not start:\n{follower.text[-2000:]}")
+    time.sleep(args.warmup)
     t0 = time.monotonic()
     cpu0 = {"web": cpu_seconds(web), "mariadb": cpu_seconds(mariadb), "redis": cpu_seconds(redis)}
     waited0 = run_queue_seconds(web)
-    live = LiveQueries(server, token, args.live_timeout)
+    live = LiveQueries(server, token, args.live_timeout, args.live_every)
     if not args.no_live:
         live.start()
     rss = {pid: 0 for pid in web}
@@ -518,6 +540,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "result_lines": stats["result_lines"],
         "latency_p50_ms": stats["latency_p50_ms"],
         "latency_p99_ms": stats["latency_p99_ms"],
+        "over_500ms_by_endpoint": stats.get("over_500ms_by_endpoint", {}),
+        "simulator_loop_lag_max_ms": stats.get("simulator_loop_lag_max_ms"),
+        "simulator_gc_pause_max_ms": stats.get("simulator_gc_pause_max_ms"),
+        "warmup": args.warmup,
         "web": {
             **cpu_figures(proc["cpu"]["web"], args.hosts, seconds),
             "cpu_ms_per_request": round(proc["cpu"]["web"] * 1000 / max(requests, 1), 3),
@@ -539,6 +565,11 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
 # --- the report -----------------------------------------------------------------------------------
 
 
+def _warmup(r: dict[str, Any]) -> str:
+    warmup = r.get("warmup")
+    return f", and {warmup:g} s of warm-up not counted" if warmup else ""
+
+
 def _per_host(figures: dict[str, Any]) -> str:
     return (
         f"{figures['cpu_pct']} % of a core; {figures['cpu_ms_per_host_s']:.4f} CPU-ms per host per s "
@@ -547,8 +578,11 @@ def _per_host(figures: dict[str, Any]) -> str:
 
 
 
-def render(r: dict[str, Any]) -> list[str]:
-    """The "Load report" section from a result (docs/bench-load.json)."""
+def render(
+    r: dict[str, Any], runs: list[dict[str, Any]] | None = None, notes: list[str] | None = None
+) -> list[str]:
+    """The "Load report" section: the recorded ``runs`` side by side (if more than ``r``), the
+    ``notes`` on them, then ``r`` in full."""
     web, live, g = r["web"], r["live_queries"], r["goal"]
     server = r["web_server"]
     served_by = f"{server} (`fleet.web_server`) with one worker process of {r['threads']} threads"
@@ -568,18 +602,36 @@ def render(r: dict[str, Any]) -> list[str]:
     lines = [
         SECTION,
         "",
+        "Goal (issue 13): at least 7,500 hosts per web core (Fleet's sizing: 150,000 hosts on 20 "
+        "one-vCPU tasks) with p99 under 500 ms and no errors. Each run is simulated hosts on one "
+        "granian worker process (one core of web process), MariaDB and Redis, all on this 2-core "
+        "machine; hosts per web core is derived from the CPU each host costs (method below).",
+        "",
+    ]
+    if runs and len(runs) > 1:
+        lines += [*runs_table(runs), ""]
+    lines += [*(f"- {note}" for note in (notes or [])), *([""] if notes else [])]
+    slow = r.get("over_500ms_by_endpoint")
+    slow_text = (
+        "not counted in this run" if slow is None
+        else ", ".join(f"{name} {count:,}" for name, count in sorted(slow.items())) or "none"
+    )  # fmt: skip
+    lag = r.get("simulator_loop_lag_max_ms")
+    lag_text = "" if lag is None else f"; its event loop ran late by at most {lag:g} ms"
+    lines += [
+        f"### The latest run: {scenario(r)}",
+        "",
         f"`{r['command']}`, {r['date']}. {r['hosts']:,} simulated hosts on {served_by} (one core of "
-        "web process), MariaDB and Redis, all on this 2-core machine. Goal (issue 13): at least 7,500 "
-        "hosts per web core (Fleet's sizing: 150,000 hosts on 20 one-vCPU tasks) with p99 under 500 ms "
-        "and no errors.",
+        "web process), MariaDB and Redis.",
         "",
         "| figure | value |",
         "|---|---|",
         f"| hosts, window | {r['hosts']:,} hosts for {r['seconds']} s, after {priming['seconds']} s of "
-        f"priming ({priming['enrolled']:,} enrolled, {priming['with_details']:,} with details) |",
+        f"priming ({priming['enrolled']:,} enrolled, {priming['with_details']:,} with details){_warmup(r)} |",
         f"| requests | {r['requests_per_s']} per s: {endpoints} |",
         f"| client errors | {r['client_errors']} (transport {r['transport_errors']}) |",
         f"| latency p50 / p99 | {r['latency_p50_ms']} ms / {r['latency_p99_ms']} ms |",
+        f"| requests over 500 ms | {slow_text} |",
         f"| web CPU ({server} master + worker) | {_per_host(web)}; "
         f"{web['cpu_ms_per_request']} ms per request |",
         f"| **hosts per web core (derived)** | **{web['hosts_per_core']:,}** |",
@@ -588,8 +640,8 @@ def render(r: dict[str, Any]) -> list[str]:
         f"| MariaDB CPU | {_per_host(r['mariadb'])} (idle before: {r['mariadb']['idle_pct']} %) |",
         f"| Redis CPU | {_per_host(r['redis'])} (idle before: {r['redis']['idle_pct']} %) |",
         f"| live queries, one at a time | {live_text} |",
-        f"| the machine | simulate_hosts at {r['simulator_cpu_pct']} % of a core; the worker waited "
-        f"{r['web_run_queue_pct']} % of the window for a core; load average {r['machine_load']} |",
+        f"| the machine | simulate_hosts at {r['simulator_cpu_pct']} % of a core{lag_text}; the worker "
+        f"waited {r['web_run_queue_pct']} % of the window for a core; load average {r['machine_load']} |",
         f"| goal | {'met' if g['met'] else 'not met'}: {goal_text} |",
         "",
     ]
@@ -606,19 +658,21 @@ def render(r: dict[str, Any]) -> list[str]:
             "than about the server. CPU per host is the server's own all the same.",
             "",
         ]
-    lines += [*(f"- {note}" for note in r.get("notes", [])), *([""] if r.get("notes") else [])]
     lines += [
         "Method: `scripts/bench_load.py` applies two packs of five scheduled queries (intervals 60 s "
         "to 1 h, on All Hosts) and six dynamic labels with `manage.py apply`, then runs `manage.py "
         f"simulate_hosts` in its own process: every host checks in every {r['interval']} s, sends "
         f"its logs every {r['interval']} s and fetches its config every {r['config_interval']} s. The "
         "hosts first enroll and answer their detail, software and label queries (priming, not "
-        "measured); the window then runs the same hosts again while one live query at a time on all "
+        "measured); the window then runs the same hosts again (its first seconds, while the restarted "
+        "agents fetch their configs all at once, not counted) while one live query at a time on all "
         "hosts is started, followed (a REST poll a second) and stopped through the REST API of the "
         f"same {server}. A host answers a live query in the check-in after it starts (no "
         "`accelerate` for it: Fleet only hurries a host whose hostname or platform is unknown), so "
         "with one always running every host answers one about every 10 s, a `distributed/write` per "
-        "check-in; `--no-live` measures the mix without them. Hourly "
+        "check-in; `--live-every 60` starts one a minute (each reaches every host in about 10 s, as "
+        "Fleet's load tests ask: a live query run against all hosts on top of the steady mix), and "
+        "`--no-live` measures the mix without them. Hourly "
         "detail and label refreshes fall outside a window this short (the "
         "software section above puts a refresh at a few ms per host an hour, about 1 % of the "
         f"load). CPU is user + system time from /proc of {server}'s processes, mariadbd and "
@@ -636,11 +690,71 @@ def render(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def load_report_lines(path: Path = RESULTS) -> list[str]:
-    """docs/benchmarks.md's "Load report" (README and docs/deployment.md link to it), from the last
-    recorded run."""
+def scenario(result: dict[str, Any]) -> str:
+    """What a run measured, as the runs table names it: one recorded result per scenario."""
+    queries = result["live_queries"]
+    every = queries.get("every") or 0
+    live = f"a live query every {every:g} s" if every else "a live query always running"
+    live = live if queries.get("enabled", True) else "no live queries"
+    return f"{result['hosts']:,} hosts, {live}, {result['threads']} threads"
+
+
+def recorded(path: Path = RESULTS) -> dict[str, Any]:
+    """The recorded runs: ``{"latest": scenario, "runs": {scenario: result}, "notes": [...]}``. A
+    file from before runs were kept per scenario (one result) reads as a single run."""
+    data = json.loads(path.read_text())
+    if "runs" not in data:
+        data = {"latest": scenario(data), "runs": {scenario(data): data}}
+    return data
+
+
+def record(result: dict[str, Any], path: Path = RESULTS) -> None:
+    """Keep ``result`` as its scenario's run (replacing that scenario's last one) and as the latest."""
     try:
-        return render(json.loads(path.read_text()))
+        data = recorded(path)
+    except (OSError, ValueError, KeyError):
+        data = {"runs": {}}
+    key = scenario(result)
+    data["runs"][key] = result
+    data["latest"] = key
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _runs_order(result: dict[str, Any]) -> tuple[float, int, int]:
+    """No live queries first, then live queries from the rarest to always running."""
+    queries = result["live_queries"]
+    every = queries.get("every") or 0
+    share = 0.0 if not queries.get("enabled", True) else (1.0 / every if every else float("inf"))
+    return (share, result["hosts"], result["threads"])
+
+
+def runs_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Every recorded scenario side by side: no live queries first, then by hosts."""
+    lines = [
+        "| scenario | date | requests/s | web CPU | ms per request | CPU-ms per host per s "
+        "| **hosts per web core** | p50 / p99 ms | errors | requests over 500 ms "
+        "| MariaDB / Redis CPU-ms per host per s |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for r in sorted(runs, key=_runs_order):
+        web, slow = r["web"], r.get("over_500ms_by_endpoint")
+        slow_text = "not counted" if slow is None else f"{sum(slow.values()):,}"
+        lines.append(
+            f"| {scenario(r)} | {r['date']} | {r['requests_per_s']} | {web['cpu_pct']} % | "
+            f"{web['cpu_ms_per_request']} | {web['cpu_ms_per_host_s']:.4f} | **{web['hosts_per_core']:,}** | "
+            f"{r['latency_p50_ms']:g} / {r['latency_p99_ms']:g} | "
+            f"{r['client_errors'] + r['transport_errors']} | "
+            f"{slow_text} | {r['mariadb']['cpu_ms_per_host_s']:.4f} / {r['redis']['cpu_ms_per_host_s']:.4f} |"
+        )
+    return lines
+
+
+def load_report_lines(path: Path = RESULTS) -> list[str]:
+    """docs/benchmarks.md's "Load report" (README and docs/deployment.md link to it): every recorded
+    scenario in one table, then the latest run in full."""
+    try:
+        data = recorded(path)
+        latest = data["runs"][data["latest"]]
     except (OSError, ValueError, KeyError):
         return [
             SECTION,
@@ -653,6 +767,7 @@ def load_report_lines(path: Path = RESULTS) -> list[str]:
             "these machines.",
             "",
         ]
+    return render(latest, runs=list(data["runs"].values()), notes=data.get("notes", []))
 
 
 def write_section(lines: list[str], path: Path = BENCHMARKS) -> bool:
@@ -676,7 +791,15 @@ def main(argv: list[str] | None = None) -> int:
         "--duration", type=float, default=120.0,
         help="the measured window, s (120; a multiple of the 60 s config interval, else configs overcount)",
     )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=float, default=20.0,
+        help="seconds of the measured simulator not counted (20: the restarted agents' configs)",
+    )  # fmt: skip
     parser.add_argument("--live-timeout", type=float, default=60.0, help="stop a live query after (60 s)")
+    parser.add_argument(
+        "--live-every", type=float, default=0.0,
+        help="start a live query this many s after the previous one started (0: one always running)",
+    )  # fmt: skip
     parser.add_argument("--baseline", type=float, default=5.0, help="seconds of idle MariaDB/Redis CPU (5)")
     parser.add_argument("--connections", type=int, default=200, help="the simulator's HTTP connections (200)")
     parser.add_argument(
@@ -694,11 +817,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench-load" + (f" BENCH_ARGS='{' '.join(given)}'" if given else "")
     result = run(args, command)
     print(json.dumps(result, indent=1))
-    lines = render(result)
-    print("\n".join(lines))
+    print("\n".join(render(result)))
     if not args.no_write:
-        RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-        written = write_section(lines)
+        record(result)
+        written = write_section(load_report_lines())
         _log(f"wrote {RESULTS.relative_to(ROOT)}" + (" and docs/benchmarks.md's section" if written else ""))
     return 0 if result["goal"]["met"] else 1
 

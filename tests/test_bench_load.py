@@ -219,3 +219,65 @@ def test_a_section_keeps_its_place_and_a_new_one_goes_before_fuzzing(tmp_path):
     assert doc.read_text() == "# Benchmarks\n\n## A\n\nnew\n\n## B\n\nadded\n\n## Fuzzing\n\nkept\n"
     assert replace_section(["## Fuzzing", "", "last"], doc)
     assert doc.read_text().endswith("## B\n\nadded\n\n## Fuzzing\n\nlast\n")
+
+
+def test_each_scenario_keeps_its_last_run_and_the_report_shows_them_side_by_side(tmp_path):
+    path = tmp_path / "bench-load.json"
+    # A file from before runs were kept per scenario: one result, read as one run.
+    old = sample_result(notes=["an old note"])
+    path.write_text(json.dumps(old))
+    assert list(bench_load.recorded(path)["runs"]) == ["3,000 hosts, a live query always running, 8 threads"]
+    no_live = sample_result(
+        hosts=5000,
+        live_queries={"enabled": False, "started": 0, "completed": 0},
+        over_500ms_by_endpoint={"log": 3, "distributed/read": 4},
+        simulator_loop_lag_max_ms=41.0,
+        warmup=20.0,
+    )
+    bench_load.record(no_live, path)
+    again = sample_result(latency_p99_ms=40.0)  # the live scenario again: replaces its last run
+    bench_load.record(again, path)
+    data = bench_load.recorded(path)
+    assert sorted(data["runs"]) == [
+        "3,000 hosts, a live query always running, 8 threads",
+        "5,000 hosts, no live queries, 8 threads",
+    ]
+    assert data["latest"] == "3,000 hosts, a live query always running, 8 threads"
+    assert data["runs"][data["latest"]]["latency_p99_ms"] == 40.0
+    data["notes"] = ["Why the live figure is lower."]
+    path.write_text(json.dumps(data))
+    text = "\n".join(bench_load.load_report_lines(path))
+    rows = [line for line in text.splitlines() if line.startswith(("| 3,000 hosts", "| 5,000 hosts"))]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| 5,000 hosts, no live queries, 8 threads",  # without live queries first
+        "| 3,000 hosts, a live query always running, 8 threads",
+    ]
+    assert "| **10,000** | 5 / 40 | 0 | not counted |" in rows[1]  # over 500 ms: not counted then
+    assert "| 7 | 0.0333 / 0.0100 |" in rows[0]
+    assert "- Why the live figure is lower." in text
+    assert "### The latest run: 3,000 hosts, a live query always running, 8 threads" in text
+    # The latest run in full: its own slow requests and the simulator's lag when counted.
+    bench_load.record(no_live, path)
+    text = "\n".join(bench_load.load_report_lines(path))
+    assert "| requests over 500 ms | distributed/read 4, log 3 |" in text
+    assert "event loop ran late by at most 41 ms" in text and "20 s of warm-up not counted" in text
+
+
+def test_scenarios_name_how_often_a_live_query_runs_and_sort_from_none_to_always(tmp_path):
+    path = tmp_path / "bench-load.json"
+    always = sample_result(hosts=3000)
+    every_minute = sample_result(
+        hosts=5000, live_queries={"enabled": True, "every": 60.0, "started": 2, "completed": 2}
+    )
+    no_live = {"enabled": False, "every": 0.0, "started": 0, "completed": 0}
+    none = sample_result(hosts=1200, live_queries=no_live)
+    for result in (always, every_minute, none):
+        bench_load.record(result, path)
+    text = "\n".join(bench_load.load_report_lines(path))
+    first_cells = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")]
+    names = [cell[2:] for cell in first_cells if cell.endswith(" threads")]  # the runs table's rows
+    assert names == [
+        "1,200 hosts, no live queries, 8 threads",
+        "5,000 hosts, a live query every 60 s, 8 threads",
+        "3,000 hosts, a live query always running, 8 threads",
+    ]
