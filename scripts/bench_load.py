@@ -670,8 +670,9 @@ def render(
         f"same {server}. A host answers a live query in the check-in after it starts (no "
         "`accelerate` for it: Fleet only hurries a host whose hostname or platform is unknown), so "
         "with one always running every host answers one about every 10 s, a `distributed/write` per "
-        "check-in; `--live-every 60` starts one a minute (each reaches every host in about 10 s, as "
-        "Fleet's load tests ask: a live query run against all hosts on top of the steady mix), and "
+        "check-in; `--live-every 60` starts one a minute (each due to reach every host within a "
+        "check-in interval, as Fleet's load tests ask: a live query run against all hosts on top of "
+        "the steady mix), and "
         "`--no-live` measures the mix without them. Hourly "
         "detail and label refreshes fall outside a window this short (the "
         "software section above puts a refresh at a few ms per host an hour, about 1 % of the "
@@ -690,12 +691,19 @@ def render(
     return lines
 
 
+def _live_every(result: dict[str, Any]) -> float | None:
+    """Seconds between a run's live queries: ``None`` without any, 0 with one always running."""
+    queries = result["live_queries"]
+    return float(queries.get("every") or 0) if queries.get("enabled", True) else None
+
+
 def scenario(result: dict[str, Any]) -> str:
     """What a run measured, as the runs table names it: one recorded result per scenario."""
-    queries = result["live_queries"]
-    every = queries.get("every") or 0
-    live = f"a live query every {every:g} s" if every else "a live query always running"
-    live = live if queries.get("enabled", True) else "no live queries"
+    every = _live_every(result)
+    if every is None:
+        live = "no live queries"
+    else:
+        live = f"a live query every {every:g} s" if every else "a live query always running"
     return f"{result['hosts']:,} hosts, {live}, {result['threads']} threads"
 
 
@@ -722,9 +730,8 @@ def record(result: dict[str, Any], path: Path = RESULTS) -> None:
 
 def _runs_order(result: dict[str, Any]) -> tuple[float, int, int]:
     """No live queries first, then live queries from the rarest to always running."""
-    queries = result["live_queries"]
-    every = queries.get("every") or 0
-    share = 0.0 if not queries.get("enabled", True) else (1.0 / every if every else float("inf"))
+    every = _live_every(result)
+    share = 0.0 if every is None else (1.0 / every if every else float("inf"))
     return (share, result["hosts"], result["threads"])
 
 
