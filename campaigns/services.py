@@ -22,6 +22,7 @@ from redis import RedisError
 
 from activities import events as activity_events
 from campaigns import stream
+from campaigns.answer_insert import insert_result
 from campaigns.models import ACTIVE_STATUSES, Campaign, CampaignResult, CampaignStatus, ResultState
 from campaigns.store import get_store
 from fleet.metrics import LIVE_QUERY_ANSWERS
@@ -343,9 +344,7 @@ def _store_result(
     guard = transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
     try:
         with guard:
-            return CampaignResult.objects.create(
-                **fields, state=state, rows=rows, row_count=row_count, error=error
-            )
+            return insert_result(**fields, state=state, rows=rows, row_count=row_count, error=error)
     except (IntegrityError, DataError) as exc:
         if CampaignResult.objects.filter(campaign_id=campaign_id, host_id=host_id).exists():
             return None

@@ -238,7 +238,7 @@ def test_an_answer_the_database_failed_to_store_is_kept_on_the_agents_retry(
     name = f"fleet_distributed_query_{campaign.id}"
     write = {"queries": {name: [{"name": "macOS"}]}, "statuses": {name: 0}}
     before = answers_counted("rows")
-    fail_once(monkeypatch, CampaignResult, "save", OperationalError(2006, "MySQL server has gone away"))
+    fail_once(monkeypatch, services, "insert_result", OperationalError(2006, "MySQL server has gone away"))
 
     failed = a.authed("distributed/write", write)
     assert "error" in failed.json()  # osquery retries a write whose reply has an error
