@@ -164,12 +164,20 @@ class ResilientRedisCache(RedisCache):
 
     @property
     def _cache(self) -> Any:  # Django's is a cached_property per cache object
-        key = (repr(self._servers), repr(sorted(self._options.items(), key=lambda item: item[0])))
-        with _clients_lock:
-            client = _clients.get(key)
-            if client is None:
-                client = _clients[key] = self._class(self._servers, **self._options)
-            return client
+        client = self.__dict__.get("_shared_client")
+        if client is None:  # found once per cache object: every cache call reads this property
+            key = (repr(self._servers), repr(sorted(self._options.items(), key=lambda item: item[0])))
+            with _clients_lock:
+                client = _clients.get(key)
+                if client is None:
+                    client = _clients[key] = self._class(self._servers, **self._options)
+            self.__dict__["_shared_client"] = client
+        return client
+
+    def validate_key(self, key: str) -> None:
+        """Nothing to check: Django's checks warn about keys memcached would refuse, and Redis
+        takes any key. They walked every character of every key on every call (node-key lookups
+        included)."""
 
     get = _guarded(_given_default)(RedisCache.get)
     get_many = _guarded(_empty_dict)(RedisCache.get_many)
