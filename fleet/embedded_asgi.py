@@ -5,9 +5,7 @@ are shared by everything. Production runs ``fleet.wsgi`` under granian and ``fle
 daphne instead (docs/architecture.md)."""
 
 import gc
-import logging
 import os
-import time
 from collections.abc import Callable
 
 from django.core.wsgi import get_wsgi_application
@@ -23,13 +21,13 @@ django_wsgi_app = get_wsgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from fleet.metrics import AGENT_REQUESTS_SHED  # noqa: E402
+from fleet.agent_admission import ShedReport  # noqa: E402
 from fleet.request_metrics import ALL_AGENT_PREFIXES  # noqa: E402
 from fleet.routing import websocket_urlpatterns  # noqa: E402
 from fleet.ws_auth import WebSocketAuthStack  # noqa: E402
 from fleet.wsgi_bridge import WSGIBridge  # noqa: E402
 
-_shed_log = {"last": 0.0, "count": 0}
+_shed_report = ShedReport("the server")
 
 OSQUERY_PREFIXES = ("/api/osquery/", "/api/v1/osquery/")
 LOG_PATHS = frozenset(prefix + "log" for prefix in OSQUERY_PREFIXES)
@@ -49,20 +47,6 @@ def inline_rule() -> Callable[[str], bool] | None:
     return lambda path: path.startswith(OSQUERY_PREFIXES) and path not in excluded
 
 
-def _shed(path: str) -> None:
-    """Count a shed agent request; say so in the server's log at most once a minute."""
-    AGENT_REQUESTS_SHED.inc()
-    _shed_log["count"] += 1
-    now = time.monotonic()
-    if now - _shed_log["last"] >= 60:
-        logging.getLogger("fleet.embedded").warning(
-            "over capacity: %d agent requests answered 503 (busy) since the last report; agents "
-            "retry on their own, see docs/architecture.md, Serving",
-            _shed_log["count"],
-        )
-        _shed_log.update(last=now, count=0)
-
-
 application = ProtocolTypeRouter(
     {
         "http": WSGIBridge(
@@ -72,7 +56,7 @@ application = ProtocolTypeRouter(
             agent_prefixes=ALL_AGENT_PREFIXES,
             inline=inline_rule(),
             shed_after=settings.EMBEDDED_SHED_AFTER,
-            on_shed=_shed,
+            on_shed=_shed_report.shed,
         ),
         "websocket": WebSocketAuthStack(URLRouter(websocket_urlpatterns)),
     }

@@ -69,8 +69,8 @@ LOG_LINES_FAILED = Counter(
 )
 AGENT_REQUESTS_SHED = Counter(
     "fleet_agent_requests_shed_total",
-    "Agent requests the embedded server (make run) answered 503 without running them, because they "
-    "had waited too long for a thread: the process is over its capacity.",
+    "Agent requests answered 503 without running them, because they had waited too long for an "
+    "agent thread (make run) or slot (a production web process): the process is over its capacity.",
 )
 CELERY_TASKS = Counter(
     "fleet_celery_tasks_total",

@@ -31,6 +31,11 @@ EMBEDDED_AGENT_THREADS = env.int("FLEET_AGENT_THREADS", default=4)
 # (fleet/embedded_asgi.py, inline_rule; docs/architecture.md, Serving).
 EMBEDDED_INLINE_AGENT_REQUESTS = env.bool("FLEET_INLINE_AGENT_REQUESTS", default=True)
 EMBEDDED_SHED_AFTER = env.float("FLEET_SHED_AFTER", default=8.0)
+# Production web processes (fleet.wsgi under granian): at most this many agent requests run Django
+# at once per process, and one that waited FLEET_SHED_AFTER seconds for a slot is answered 503 unrun
+# (fleet/agent_admission.py). 0: no limit.
+AGENT_CONCURRENCY = env.int("FLEET_AGENT_CONCURRENCY", default=2)
+AGENT_SHED_AFTER = EMBEDDED_SHED_AFTER
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # scripts/bench.py only: serves the floor view (/bench/floor) and tells agents whether their node

@@ -41,6 +41,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from fleet.agent_admission import BUSY_BODY, RETRY_AFTER_SECONDS
 from fleet.inline_loop import running_inline
 
 Scope = dict[str, Any]
@@ -103,7 +104,6 @@ class _Response:
         return lambda data: None  # the legacy write() callable; Django never uses it
 
 
-BUSY_BODY = b'{"error": "the server is busy; retry later"}'
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -215,7 +215,7 @@ class WSGIBridge:
                 self.on_shed(environ["PATH_INFO"])
             response = _Response()
             response.status = 503
-            response.headers = [*JSON_HEADERS, (b"retry-after", b"10")]
+            response.headers = [*JSON_HEADERS, (b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
             response.body = BUSY_BODY
             return response
         return self._call_application(environ)

@@ -235,9 +235,10 @@ class LoadServer(Server):
     """granian as deployed (``fleet.web_server``, metrics in multiprocess mode), one worker process
     with ``threads`` request threads (it empties the metrics directory at start)."""
 
-    def __init__(self, tmp: Path, threads: int) -> None:
+    def __init__(self, tmp: Path, threads: int, agent_slots: int) -> None:
         super().__init__(1, "mariadb", "redis", tmp, mysql_db=MYSQL_DB, redis_url=REDIS_URL, threads=threads)
         self.env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "prometheus")
+        self.env["FLEET_AGENT_CONCURRENCY"] = str(agent_slots)  # fleet/agent_admission.py
 
 
 def _shell(server: Server, code: str) -> str:
@@ -474,7 +475,7 @@ def _idle_service_cpu(seconds: float) -> dict[str, float]:
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-load-"))
-    server = LoadServer(tmp, args.threads)
+    server = LoadServer(tmp, args.threads, args.agent_slots)
     children: list[subprocess.Popen[bytes]] = []  # the simulators, stopped by PID if still running
     try:
         _log(f"preparing MariaDB ({MYSQL_DB}), Redis ({REDIS_URL}) and granian in {tmp}")
@@ -525,6 +526,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "config_interval": CONFIG_INTERVAL,
         "web_server": "granian",
         "threads": args.threads,
+        "agent_slots": args.agent_slots,
         "mix": {**MIX, "live_sql": list(LIVE_SQL)},
         "priming": priming,
         "seconds": seconds,
@@ -586,6 +588,8 @@ def render(
     web, live, g = r["web"], r["live_queries"], r["goal"]
     server = r["web_server"]
     served_by = f"{server} (`fleet.web_server`) with one worker process of {r['threads']} threads"
+    if r.get("agent_slots"):
+        served_by += f" (at most {r['agent_slots']} agent requests at once, `FLEET_AGENT_CONCURRENCY`)"
     endpoints = ", ".join(f"{name} {rate}" for name, rate in r["requests_per_s_by_endpoint"].items())
     live_text = f"{live['completed']} of {live['started']} reached every host"
     if live["completed"]:
@@ -704,7 +708,9 @@ def scenario(result: dict[str, Any]) -> str:
         live = "no live queries"
     else:
         live = f"a live query every {every:g} s" if every else "a live query always running"
-    return f"{result['hosts']:,} hosts, {live}, {result['threads']} threads"
+    slots = result.get("agent_slots")  # runs from before the agent gate have none
+    gate = f", {slots} agent slots" if slots else ""
+    return f"{result['hosts']:,} hosts, {live}, {result['threads']} threads{gate}"
 
 
 def recorded(path: Path = RESULTS) -> dict[str, Any]:
@@ -728,11 +734,11 @@ def record(result: dict[str, Any], path: Path = RESULTS) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n")
 
 
-def _runs_order(result: dict[str, Any]) -> tuple[float, int, int]:
+def _runs_order(result: dict[str, Any]) -> tuple[float, int, int, int]:
     """No live queries first, then live queries from the rarest to always running."""
     every = _live_every(result)
     share = 0.0 if every is None else (1.0 / every if every else float("inf"))
-    return (share, result["hosts"], result["threads"])
+    return (share, result["hosts"], result["threads"], result.get("agent_slots") or 0)
 
 
 def runs_table(runs: list[dict[str, Any]]) -> list[str]:
@@ -812,7 +818,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=8,
         help="request threads of the worker process (8, as production runs it; 1: one request at a time)",
-    )  # fmt: skip
+    )
+    parser.add_argument(
+        "--agent-slots", type=int, default=2,
+        help="agent requests the worker runs at once (FLEET_AGENT_CONCURRENCY: 2, as production; 0: no gate)",
+    )  # fmt: skip  # fmt: skip
     parser.add_argument("--no-live", action="store_true", help="no live queries (to see what they cost)")
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis 4 afterwards")
     parser.add_argument("--no-write", action="store_true", help="print; write neither the JSON nor the doc")

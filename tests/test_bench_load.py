@@ -281,3 +281,24 @@ def test_scenarios_name_how_often_a_live_query_runs_and_sort_from_none_to_always
         "5,000 hosts, a live query every 60 s, 8 threads",
         "3,000 hosts, a live query always running, 8 threads",
     ]
+
+
+def test_runs_behind_the_agent_gate_are_scenarios_of_their_own(tmp_path):
+    path = tmp_path / "bench-load.json"
+    before = sample_result()  # recorded before the gate existed: no agent_slots
+    gated = sample_result(agent_slots=2, latency_p99_ms=400.0)
+    for result in (before, gated):
+        bench_load.record(result, path)
+    data = bench_load.recorded(path)
+    assert sorted(data["runs"]) == [
+        "3,000 hosts, a live query always running, 8 threads",
+        "3,000 hosts, a live query always running, 8 threads, 2 agent slots",
+    ]
+    text = "\n".join(bench_load.load_report_lines(path))
+    gate = "(at most 2 agent requests at once, `FLEET_AGENT_CONCURRENCY`)"
+    assert f"one worker process of 8 threads {gate}" in text
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| 3,000 hosts")]
+    assert rows == [
+        "| 3,000 hosts, a live query always running, 8 threads",
+        "| 3,000 hosts, a live query always running, 8 threads, 2 agent slots",
+    ]
