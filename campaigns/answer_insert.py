@@ -27,7 +27,7 @@ _COLUMNS = ("campaign_id", "host_id", "hostname", "state", "rows", "row_count", 
 
 
 @functools.cache
-def _statement(vendor: str, alias: str) -> str:
+def _statement(alias: str) -> str:
     """``INSERT INTO t (...) VALUES (%s, ...)`` for one database (its vendor's quoting)."""
     quote = connections[alias].ops.quote_name
     meta = CampaignResult._meta
@@ -67,7 +67,7 @@ def insert_result(
         "received_at": timezone.now(),
     }
     with connection.cursor() as cursor:
-        cursor.execute(_statement(connection.vendor, alias), _adapted(connection, values))
+        cursor.execute(_statement(alias), _adapted(connection, values))
         pk = connection.ops.last_insert_id(cursor, CampaignResult._meta.db_table, "id")
     result = CampaignResult(id=pk, **values)
     result._state.adding = False

@@ -818,11 +818,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=8,
         help="request threads of the worker process (8, as production runs it; 1: one request at a time)",
-    )
+    )  # fmt: skip
     parser.add_argument(
         "--agent-slots", type=int, default=2,
         help="agent requests the worker runs at once (FLEET_AGENT_CONCURRENCY: 2, as production; 0: no gate)",
-    )  # fmt: skip  # fmt: skip
+    )  # fmt: skip
     parser.add_argument("--no-live", action="store_true", help="no live queries (to see what they cost)")
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis 4 afterwards")
     parser.add_argument("--no-write", action="store_true", help="print; write neither the JSON nor the doc")
