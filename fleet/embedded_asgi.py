@@ -21,6 +21,7 @@ django_wsgi_app = get_wsgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from agentapi.direct import direct_agent_routes  # noqa: E402
 from fleet.agent_admission import ShedReport  # noqa: E402
 from fleet.request_metrics import ALL_AGENT_PREFIXES  # noqa: E402
 from fleet.routing import websocket_urlpatterns  # noqa: E402
@@ -50,7 +51,7 @@ def inline_rule() -> Callable[[str], bool] | None:
 application = ProtocolTypeRouter(
     {
         "http": WSGIBridge(
-            django_wsgi_app,
+            direct_agent_routes(django_wsgi_app),  # osquery's endpoints past Django's handler
             threads=settings.EMBEDDED_SERVER_THREADS,
             agent_threads=settings.EMBEDDED_AGENT_THREADS,
             agent_prefixes=ALL_AGENT_PREFIXES,

@@ -68,32 +68,40 @@ def endpoint_label(view_name: str | None) -> str:
     return name
 
 
+# (view name, status) -> (counter child, is a check-in). Bounded: routes x status codes.
+_children: dict[tuple[str | None, int], tuple[Any, bool]] = {}
+
+
+def count_agent_request(view_name: str | None, status: int, elapsed: float) -> None:
+    """Count one agent request (``view_name``: its route's, ``None`` when nothing matched) and
+    time it if it is a check-in. Shared by the middleware and ``agentapi.direct``."""
+    found = _children.get((view_name, status))
+    if found is None:
+        endpoint = endpoint_label(view_name)
+        found = _children[(view_name, status)] = (
+            AGENT_REQUESTS.labels(endpoint, str(status)),
+            endpoint == CHECKIN_ENDPOINT,
+        )
+    child, checkin = found
+    child.inc()
+    if checkin:
+        CHECKIN_DURATION.observe(elapsed)
+
+
 class AgentRequestMetricsMiddleware:
     """Counts agent requests; the outermost middleware, so it sees the status the agent got and
     times every other middleware too."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        # (view name, status) -> (counter child, is a check-in). Bounded: routes x status codes.
-        self._seen: dict[tuple[str | None, int], tuple[Any, bool]] = {}
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not request.path.startswith(ALL_AGENT_PREFIXES):
             return self.get_response(request)
         start = perf_counter()
         response = self.get_response(request)
-        elapsed = perf_counter() - start
         match = request.resolver_match  # set while the URL was resolved; None when nothing matched
-        key = (match.view_name if match is not None else None, response.status_code)
-        found = self._seen.get(key)
-        if found is None:
-            endpoint = endpoint_label(key[0])
-            found = self._seen[key] = (
-                AGENT_REQUESTS.labels(endpoint, str(key[1])),
-                endpoint == CHECKIN_ENDPOINT,
-            )
-        child, checkin = found
-        child.inc()
-        if checkin:
-            CHECKIN_DURATION.observe(elapsed)
+        count_agent_request(
+            match.view_name if match is not None else None, response.status_code, perf_counter() - start
+        )
         return response
