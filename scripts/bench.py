@@ -1048,7 +1048,9 @@ def checkin_section(args: argparse.Namespace, results: list[Measurement]) -> lis
         "",
         "*floor* is the cheapest view Django serves here: a constant `JsonResponse` at `/bench/floor` "
         "through every middleware (a server started with `FLEET_BENCH=1` has it; production never "
-        "does). Agent endpoints take a shorter path (`agentapi.middleware.AgentFastPathMiddleware`). "
+        "does). Agent endpoints take shorter paths (osquery's past Django's handler, "
+        "`agentapi.direct`; the others past the middleware for people, "
+        "`agentapi.middleware.AgentFastPathMiddleware`). "
         "The paced scenarios send each host's check-in every 10 s or 60 s, on a fixed schedule that "
         "carries on through the rounds: every enrolled host at 60 s (at most "
         f"{args.paced_rate:g} requests/s), as many at 10 s as give the same request rate. A lightly "
