@@ -15,9 +15,10 @@ the rest for osquery's five endpoints and does, by hand, only what those steps d
 - the agent request metrics (``fleet.request_metrics``).
 
 Anything unusual goes through Django's whole path instead, unchanged: another method than POST,
-a script prefix (``SCRIPT_NAME``, ``FORCE_SCRIPT_NAME``), a Host outside ``ALLOWED_HOSTS``, a user agent in
-``DISALLOWED_USER_AGENTS``, an HTTPS redirect due, a streamed response. The views themselves are
-the same functions (``agentapi.views``) and already answer every error as osquery's JSON.
+a script prefix (``SCRIPT_NAME``, ``FORCE_SCRIPT_NAME``), a Host outside ``ALLOWED_HOSTS``,
+``DISALLOWED_USER_AGENTS``, an HTTPS redirect due. The views are the same functions
+(``agentapi.views``) and answer every error of their own as osquery's JSON; anything else they
+raise (or a streamed response, which none of them sends) becomes osquery's JSON 500 here.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from django.db import close_old_connections, reset_queries
 from django.middleware.security import SecurityMiddleware
 from django.urls import ResolverMatch, get_resolver
 
-from agentapi.middleware import _protect
+from agentapi.middleware import add_agent_headers
 from agentapi.wire import AgentError, error_response
 from fleet.request_metrics import count_agent_request
 from usage.tasks import on_request_finished
@@ -94,7 +95,7 @@ class DirectAgentRoutes:
         except Exception:
             logger.exception("unexpected error on %s", request.path)
             response = error_response(AgentError("internal server error", status=500))
-        response = self._security.process_response(request, _protect(response))
+        response = self._security.process_response(request, add_agent_headers(response))
         count_agent_request(match.view_name, response.status_code, perf_counter() - start)
         start_response(
             f"{response.status_code} {response.reason_phrase}",

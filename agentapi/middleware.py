@@ -94,7 +94,7 @@ class AgentFastPathMiddleware:
         response = match.func(request, *match.args, **match.kwargs)
         if response is None:
             raise ValueError(f"The view {match.view_name} didn't return an HttpResponse object.")
-        return _protect(response)
+        return add_agent_headers(response)
 
     def _resolve(self, urlconf: str | None, path: str) -> ResolverMatch | None:
         """The path's route if its view is an agent endpoint (``csrf_exempt``), else ``None``."""
@@ -109,7 +109,7 @@ class AgentFastPathMiddleware:
         return match
 
 
-def _protect(response: HttpResponse) -> HttpResponse:
+def add_agent_headers(response: HttpResponse) -> HttpResponse:
     """The headers XFrameOptionsMiddleware, CSPMiddleware and CommonMiddleware would add."""
     headers = response.headers
     if "X-Frame-Options" not in headers and not getattr(response, "xframe_options_exempt", False):

@@ -412,7 +412,7 @@ def test_an_exception_on_the_short_path_is_still_a_json_error(agent, monkeypatch
     def broken(response):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(middleware, "_protect", broken)
+    monkeypatch.setattr(middleware, "add_agent_headers", broken)
     response = Client(raise_request_exception=False).post(
         "/api/osquery/distributed/read", {"node_key": agent.node_key}, content_type="application/json"
     )
