@@ -48,6 +48,7 @@ from campaigns.serializers import (
     page_breakdowns,
 )
 from fleet.csvsafe import SafeWriter, safe_cell
+from fleet.held_requests import held_request
 from hosts.models import Host
 from hosts.paginators import CappedLimitOffsetPagination
 from hosts.permissions import has_any_role
@@ -314,25 +315,20 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             "Starts a campaign like `POST /campaigns/`, then waits until every target that was online "
             "answered, or `timeout` seconds (default `LIVE_QUERY_REST_PERIOD`, 25 s; at most 120), and "
             "returns every answer at once. On a timeout the campaign keeps running: hosts that answer "
-            "later appear in `results/`; stop it with `stop/`."
+            "later appear in `results/`; stop it with `stop/`. 503 (with `Retry-After`), nothing "
+            "started: the server process already holds as many waiting requests as it may."
         ),
         request=CampaignRunSerializer,
-        responses={200: CampaignRunResponseSerializer, **_START_ERRORS},
+        responses={200: CampaignRunResponseSerializer, **_START_ERRORS, 503: ErrorSerializer},
     )
     @action(detail=False, methods=["post"])
     def run(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        campaign, data = self._start(request, CampaignRunSerializer)
-        timeout = data.get("timeout")
-        if timeout is None:
-            timeout = settings.LIVE_QUERY["REST_PERIOD"]
-        deadline = time.monotonic() + min(float(timeout), RUN_TIMEOUT_CAP)
-        # Poll the database: answers may reach any web process, and all of them write there.
-        while services.status_summary(campaign)["status"] != "finished":
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            time.sleep(min(POLL_INTERVAL, left))
-            campaign.refresh_from_db(fields=["status", "ended_at"])
+        with held_request():  # refused before the campaign starts when this process holds enough
+            campaign, data = self._start(request, CampaignRunSerializer)
+            timeout = data.get("timeout")
+            if timeout is None:
+                timeout = settings.LIVE_QUERY["REST_PERIOD"]
+            self._wait(campaign, min(float(timeout), RUN_TIMEOUT_CAP))
         campaign.refresh_from_db()
         results = list(CampaignResult.objects.filter(campaign=campaign).order_by("id"))
         # Counts from the very answers returned, so the summary and the list agree.
@@ -347,6 +343,18 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
                 "timed_out": summary["status"] != "finished",
             }
         )
+
+    @staticmethod
+    def _wait(campaign: Campaign, seconds: float) -> None:
+        """Until every target answered or ``seconds`` passed. It polls the database: answers may
+        reach any web process, and all of them write there."""
+        deadline = time.monotonic() + seconds
+        while services.status_summary(campaign)["status"] != "finished":
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(POLL_INTERVAL, left))
+            campaign.refresh_from_db(fields=["status", "ended_at"])
 
     @extend_schema(
         summary="Stop a campaign",

@@ -1,9 +1,13 @@
 """Agent requests in a production web process: a few at a time, and the rest shed when they waited too long.
 
-A granian worker runs requests on ``FLEET_WEB_THREADS`` threads (8): the synchronous APIs (a live
-query run through REST waits up to 120 s) must wait on a thread without holding the whole process.
-But the agent requests (every host, every few seconds) are short bursts of Python between Redis and
-database round trips, and with eight of them at once the threads mostly queued for the GIL. In the
+Only for a worker given more threads than ``FLEET_AGENT_CONCURRENCY``: production's default of
+two threads needs no gate (``admit_agents`` leaves it out), since the REST calls that wait for
+agents are served by the ws role (``fleet.held_requests``). An operator who keeps them on the web
+processes gives those more threads, and then the gate matters. A granian worker runs requests on
+``FLEET_WEB_THREADS`` threads, and a synchronous API (a live query run through REST waits up to
+120 s) waits on a thread without holding the whole process. But the agent requests (every host,
+every few seconds) are short bursts of Python between Redis and database round trips, and with
+eight of them at once the threads mostly queued for the GIL. In the
 load report's mix (3,000 hosts, a live query always running, one worker) eight threads cost
 1.158 ms of CPU per request with p50 100 ms and p99 5 s; two threads cost 1.003 ms with p50 10 ms
 and p99 400 ms (docs/benchmarks.md, "Load report").
@@ -108,11 +112,12 @@ class AgentAdmission:
             self._slots.release()
 
 
-def admit_agents(application: WSGIApp) -> WSGIApp:
-    """``application`` behind the agent gate the settings ask for (none with a concurrency of 0)."""
+def admit_agents(application: WSGIApp, threads: int = 0) -> WSGIApp:
+    """``application`` behind the agent gate the settings ask for: none with a concurrency of 0, nor
+    in a process of ``threads`` request threads (0: not known) that could not exceed it anyway."""
     from django.conf import settings
 
     limit = settings.AGENT_CONCURRENCY
-    if limit < 1:
+    if limit < 1 or 0 < threads <= limit:
         return application
     return AgentAdmission(application, limit, settings.AGENT_SHED_AFTER)

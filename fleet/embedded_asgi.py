@@ -22,6 +22,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from agentapi.direct import direct_agent_routes  # noqa: E402
+from fleet import held_requests  # noqa: E402
 from fleet.agent_admission import ShedReport  # noqa: E402
 from fleet.request_metrics import ALL_AGENT_PREFIXES  # noqa: E402
 from fleet.routing import websocket_urlpatterns  # noqa: E402
@@ -47,6 +48,10 @@ def inline_rule() -> Callable[[str], bool] | None:
     excluded = LOG_PATHS if network_bound() else frozenset()
     return lambda path: path.startswith(OSQUERY_PREFIXES) and path not in excluded
 
+
+# REST calls that wait for agents hold a request thread each: half of them at most, so the console
+# and the rest of the REST API always keep the other half.
+held_requests.cap(settings.EMBEDDED_SERVER_THREADS // 2)
 
 application = ProtocolTypeRouter(
     {

@@ -72,6 +72,11 @@ AGENT_REQUESTS_SHED = Counter(
     "Agent requests answered 503 without running them, because they had waited too long for an "
     "agent thread (make run) or slot (a production web process): the process is over its capacity.",
 )
+HELD_REQUESTS_REFUSED = Counter(
+    "fleet_held_requests_refused_total",
+    "REST calls that wait for agents (a synchronous live query or script run) answered 503 because "
+    "this process already held as many as it may (FLEET_HELD_REQUESTS, capped by its threads).",
+)
 CELERY_TASKS = Counter(
     "fleet_celery_tasks_total",
     "Celery task outcomes (success, failure, retry, revoked, expired), by registered task name.",

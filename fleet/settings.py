@@ -35,6 +35,13 @@ EMBEDDED_SHED_AFTER = env.float("FLEET_SHED_AFTER", default=8.0)
 # at once per process, and one that waited FLEET_SHED_AFTER seconds for a slot is answered 503 unrun
 # (fleet/agent_admission.py). 0: no limit.
 AGENT_CONCURRENCY = env.int("FLEET_AGENT_CONCURRENCY", default=2)
+# The request threads of each production web worker (fleet.web_server sets it for its workers;
+# 0: not served by it). With no more threads than AGENT_CONCURRENCY the gate is left out.
+WEB_THREADS = env.int("FLEET_WEB_THREADS", default=0)
+# REST calls that wait for agents (a synchronous live query or script run) one process holds at
+# once; a web process holds one less than its threads, the embedded server half of its threads
+# (fleet/held_requests.py). In production those calls belong to the ws role.
+HELD_REQUESTS = env.int("FLEET_HELD_REQUESTS", default=32)
 AGENT_SHED_AFTER = EMBEDDED_SHED_AFTER
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)

@@ -1,6 +1,6 @@
 """The production web server: granian serving ``fleet.wsgi`` (agent API, REST, console, /metrics).
 
-    python -m fleet.web_server --port 8000 --workers 2 --threads 8
+    python -m fleet.web_server --port 8000 --workers 2 --threads 2
 
 Why granian and not gunicorn: every host calls the agent endpoints every few seconds, so what the
 server itself costs per request is multiplied by the whole fleet. granian parses HTTP in Rust and
@@ -11,10 +11,14 @@ same machine, tree and load (docs/architecture.md, "Serving"): Django's cheapest
 0.59-0.66 ms, and the load report's mix holds 8,581 hosts per web core against 5,102. The
 application is plain WSGI either way; gunicorn still works (``fleet/gunicorn_conf.py``).
 
-Each worker process runs requests on up to ``--threads`` threads: one request at a time is the
-cheapest, but the synchronous APIs (a live query run through REST waits up to 120 s, scripts
-``SCRIPTS_SYNC_MAX_WAIT``) must wait on a thread, not hold the whole process. Idle threads
-cost nothing and are let go after 30 s.
+Each worker process runs requests on ``--threads`` threads, two by default: agent requests are
+short bursts of Python between database and Redis round trips, and two threads keep a core busy
+through those waits where more would only queue for the GIL (docs/architecture.md, "Serving").
+The REST calls that wait for agents (a live query or a script run synchronously) belong to the ws
+role; a worker holds at most one less than its threads of them (``fleet.held_requests``), so
+agents always keep a thread. With more threads than ``FLEET_AGENT_CONCURRENCY`` agent requests
+pass a gate (``fleet.agent_admission``). The workers learn their thread count from
+``FLEET_WEB_THREADS``, which this wrapper sets.
 
 This wrapper exists for what the command line cannot do: empty ``PROMETHEUS_MULTIPROC_DIR``
 before the workers start (counts left by a previous run would be summed in), and fix the options
@@ -52,8 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="worker processes: one per core (FLEET_WEB_WORKERS, 1)",
     )  # fmt: skip
     parser.add_argument(
-        "--threads", type=int, default=_env_int("FLEET_WEB_THREADS", 8),
-        help="request threads per worker, at most (FLEET_WEB_THREADS, 8)",
+        "--threads", type=int, default=_env_int("FLEET_WEB_THREADS", 2),
+        help="request threads per worker (FLEET_WEB_THREADS, 2)",
     )  # fmt: skip
     parser.add_argument("--backlog", type=int, default=2048, help="pending connections (2048)")
     parser.add_argument("--log-level", default=os.environ.get("FLEET_WEB_LOG_LEVEL", "warning"))
@@ -91,7 +95,9 @@ def build(args: argparse.Namespace) -> AbstractServer:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fleet.settings")
-    build(parse_args(argv)).serve()
+    args = parse_args(argv)
+    os.environ["FLEET_WEB_THREADS"] = str(args.threads)  # the workers' settings.WEB_THREADS
+    build(args).serve()
     return 0
 
 

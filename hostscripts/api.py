@@ -27,6 +27,7 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from fleet.held_requests import held_request
 from hosts.models import Host, Team
 from hosts.paginators import CappedLimitOffsetPagination
 from hosts.permissions import HOST_READ_ROLES, FleetRolePermission, has_any_role, visible_team_ids
@@ -294,15 +295,24 @@ class ScriptRunViewSet(viewsets.GenericViewSet):
             "`host_timeout: true` and a message (the run stays queued)."
         ),
         request=ScriptRunRequestSerializer,
-        responses={200: ScriptResultSerializer, 408: ScriptResultSerializer, **_ERRORS},
+        responses={
+            200: ScriptResultSerializer,
+            408: ScriptResultSerializer,
+            **_ERRORS,
+            503: OpenApiResponse(
+                description="Nothing queued: the server process already holds as many waiting requests "
+                "as it may (`Retry-After` says when to try again)."
+            ),
+        },
     )
     @action(detail=False, methods=["post"])
     def sync(self, request: Request) -> Response:
         serializer = ScriptRunRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        run = self._queue(request, serializer.validated_data, sync=True)
-        waited = sync_wait_seconds(run)
-        run = services.wait_for_result(run, waited)
+        with held_request():  # refused before the run is queued when this process holds enough
+            run = self._queue(request, serializer.validated_data, sync=True)
+            waited = sync_wait_seconds(run)
+            run = services.wait_for_result(run, waited)
         if run.exit_code is None and not run.cancelled:
             body = ScriptResultSerializer(run, context={"timed_out_waiting": waited}).data
             return Response(body, status=status.HTTP_408_REQUEST_TIMEOUT)

@@ -1,7 +1,7 @@
 """``make bench-load``: issue 13's load report, the hosts one core of web process sustains.
 
 The realistic mix against the production shape: granian (``fleet.web_server`` serving
-``fleet.wsgi``, ONE worker process: one core of web process, with production's 8 request threads
+``fleet.wsgi``, ONE worker process: one core of web process, with production's 2 request threads
 unless ``--threads`` says otherwise) on a fresh MariaDB database (``fleet_benchload``) and Redis
 database 4 (flushed), configured through ``manage.py apply`` with two packs of five scheduled
 queries each (intervals 60-3600 s, targeting All Hosts) and six dynamic labels. ``manage.py
@@ -526,7 +526,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "config_interval": CONFIG_INTERVAL,
         "web_server": "granian",
         "threads": args.threads,
-        "agent_slots": args.agent_slots,
+        # The gate is left out of a worker with no more threads than slots (fleet/agent_admission.py).
+        "agent_slots": args.agent_slots if args.threads > args.agent_slots else 0,
         "mix": {**MIX, "live_sql": list(LIVE_SQL)},
         "priming": priming,
         "seconds": seconds,
@@ -816,12 +817,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=float, default=5.0, help="seconds of idle MariaDB/Redis CPU (5)")
     parser.add_argument("--connections", type=int, default=200, help="the simulator's HTTP connections (200)")
     parser.add_argument(
-        "--threads", type=int, default=8,
-        help="request threads of the worker process (8, as production runs it; 1: one request at a time)",
+        "--threads", type=int, default=2,
+        help="request threads of the worker process (2, as production runs it; 1: one request at a time)",
     )  # fmt: skip
     parser.add_argument(
         "--agent-slots", type=int, default=2,
-        help="agent requests the worker runs at once (FLEET_AGENT_CONCURRENCY: 2, as production; 0: no gate)",
+        help="agent requests the worker runs at once with more threads than that "
+        "(FLEET_AGENT_CONCURRENCY: 2, as production; 0: no gate)",
     )  # fmt: skip
     parser.add_argument("--no-live", action="store_true", help="no live queries (to see what they cost)")
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis 4 afterwards")

@@ -212,3 +212,12 @@ def test_the_production_entry_point_is_gated_as_the_settings_say():
         assert isinstance(gated, AgentAdmission) and (gated.limit, gated.shed_after) == (4, 3.0)
     with pytest.raises(ValueError):
         AgentAdmission(django_app, limit=0, shed_after=1.0)
+
+
+def test_a_worker_with_no_more_threads_than_slots_runs_without_the_gate():
+    """Production's two threads: the gate could never make a request wait, so it is left out."""
+    django_app = get_wsgi_application()
+    assert admit_agents(django_app, threads=2) is django_app
+    assert admit_agents(django_app, threads=1) is django_app
+    gated = admit_agents(django_app, threads=3)
+    assert isinstance(gated, AgentAdmission) and gated.limit == 2

@@ -27,6 +27,7 @@ from django.test import Client
 from django.urls import Resolver404, resolve
 
 from campaigns.api import RUN_TIMEOUT_CAP
+from fleet.held_requests import HELD_PATHS
 from fleet.routing import websocket_urlpatterns
 from tests.test_deploy_check import manage, mysql_driver_installed, read_env_file
 
@@ -114,13 +115,15 @@ def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
 
 
 def nginx_locations() -> dict[str, dict[str, list[list[str]]]]:
-    """`location` blocks of docker/nginx/fleet.conf: {path: {directive: [args, ...]}}; "" = server."""
+    """`location` blocks of docker/nginx/fleet.conf: {path: {directive: [args, ...]}}; "" = server.
+    An exact-match block (`location = /path/`) is keyed "= /path/"."""
     text = re.sub(r"#[^\n]*", "", NGINX_CONF.read_text())
     server = text[text.index("server {") :]
     blocks = {"": server}
-    for match in re.finditer(r"location\s+(\S+)\s*\{([^}]*)\}", server):
-        blocks[match.group(1)] = match.group(2)
-    blocks[""] = re.sub(r"location\s+\S+\s*\{[^}]*\}", "", server)
+    location = r"location\s+((?:=\s+)?\S+)\s*\{([^}]*)\}"
+    for match in re.finditer(location, server):
+        blocks[re.sub(r"\s+", " ", match.group(1))] = match.group(2)
+    blocks[""] = re.sub(location, "", server)
     parsed = {}
     for path, body in blocks.items():
         directives: dict[str, list[list[str]]] = {}
@@ -464,12 +467,18 @@ def test_nginx_sends_websockets_to_daphne_and_the_rest_to_the_web_server():
     assert ws["proxy_http_version"] == [["1.1"]]
     # Sockets idle between heartbeats (and daphne's 20 s pings) must not be cut.
     assert seconds(ws["proxy_read_timeout"][0][0]) >= 10 * max(settings.TASKSERVER["HEARTBEAT"], 20)
-    assert seconds(web["proxy_read_timeout"][0][0]) > longest_wait()
     assert nginx_size(server["client_max_body_size"][0][0]) >= largest_agent_body()
+    # The REST calls that wait for agents go to daphne, held as long as they may wait; exactly the
+    # paths the server holds (fleet.held_requests), and nothing else is routed by exact match.
+    held = [locations[f"= {path}"] for path in HELD_PATHS]
+    assert set(locations) == {"", "/ws/", "/", *(f"= {path}" for path in HELD_PATHS)}
+    for block in held:
+        assert upstream(block) == ("ws", bound_port("compose ws"))
+        assert seconds(block["proxy_read_timeout"][0][0]) > longest_wait()
     # What the server trusts when DJANGO_BEHIND_PROXY=1, set in every location.
     header = settings.SECURE_PROXY_SSL_HEADER or ("HTTP_X_FORWARDED_PROTO", "https")
     forwarded = header[0].removeprefix("HTTP_").replace("_", "-").lower()
-    for block in (ws, web):
+    for block in (ws, web, *held):
         names = {args[0].lower() for args in block["proxy_set_header"]}
         assert {forwarded, "x-forwarded-for", "host"} <= names
 
@@ -496,7 +505,8 @@ def test_the_ingress_routes_ws_to_daphne_and_the_rest_to_the_web_server():
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 routes[path["path"]] = (ingress, rule["host"], path["backend"]["service"])
-    assert set(routes) == {"/", "/ws/"}
+                assert path["pathType"] == ("Exact" if path["path"] in HELD_PATHS else "Prefix")
+    assert set(routes) == {"/", "/ws/", *HELD_PATHS}
     hosts = allowed_hosts(configmap()["DJANGO_ALLOWED_HOSTS"])
     origins = allowed_hosts(configmap()["DJANGO_CSRF_TRUSTED_ORIGINS"])
     for path, (ingress, host, backend) in routes.items():
@@ -510,11 +520,12 @@ def test_the_ingress_routes_ws_to_daphne_and_the_rest_to_the_web_server():
         )
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         program = program_of(container["command"])
-        assert program == ("daphne" if path == "/ws/" else "fleet.web_server"), path
+        to_daphne = path == "/ws/" or path in HELD_PATHS
+        assert program == ("daphne" if to_daphne else "fleet.web_server"), path
         assert port["targetPort"] in {p["name"] for p in container["ports"]}
         annotations = ingress["metadata"]["annotations"]
         read_timeout = float(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"])
-        assert read_timeout >= (3600 if path == "/ws/" else longest_wait())
+        assert read_timeout >= (3600 if path == "/ws/" else longest_wait() if to_daphne else 60), path
     web_body = routes["/"][0]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert nginx_size(web_body) >= largest_agent_body()
 

@@ -31,7 +31,7 @@ def test_workers_and_threads_come_from_the_environment_and_must_be_positive(monk
     monkeypatch.setenv("FLEET_WEB_WORKERS", "6")
     monkeypatch.setenv("FLEET_WEB_THREADS", "not a number")
     args = web_server.parse_args([])
-    assert (args.workers, args.threads, args.port) == (6, 8, 8000)
+    assert (args.workers, args.threads, args.port) == (6, 2, 8000)
     with pytest.raises(SystemExit):
         web_server.parse_args(["--threads", "0"])
 
