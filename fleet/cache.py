@@ -179,6 +179,15 @@ class ResilientRedisCache(RedisCache):
         takes any key. They walked every character of every key on every call (node-key lookups
         included)."""
 
+    def clear(self) -> bool:
+        """Empty the cache, and every process's copies of its entries (``fleet.near_cache``)."""
+        from fleet.near_cache import cache_cleared
+
+        try:
+            return super().clear()
+        finally:
+            cache_cleared()
+
     get = _guarded(_given_default)(RedisCache.get)
     get_many = _guarded(_empty_dict)(RedisCache.get_many)
     has_key = _guarded(_false)(RedisCache.has_key)

@@ -31,6 +31,12 @@ A long lifetime makes a stale entry costly, so races are closed rather than left
   ``manage.py`` command) bumps a change-stamp file, and a process that sees a bump it did not make
   drops every entry it holds (a new key generation) within ``UPKEEP_SECONDS``.
 
+**This process's copies** (production, ``fleet.near_cache``): a settled entry read from Redis is
+kept in the process for ``NEAR_SECONDS`` (5 min), so most check-ins skip Redis too. Every write
+above announces its keys on a Redis channel, and each process drops its copies of them as the
+message arrives; a process that is not listening (Redis away, a lost connection) neither serves
+nor keeps copies. The embedded default's cache is the process's own already and needs none.
+
 ``MISSES`` counts lookups that reached the database (per process; the benchmark reads it through
 a response header that only bench mode sends).
 """
@@ -55,6 +61,7 @@ from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
 from fleet.change_stamp import stamp_at
+from fleet.near_cache import NearCache
 from hosts.models import Host, LabelMembership, Team
 from hosts.status import online_interval
 
@@ -68,6 +75,10 @@ SETTLE_SECONDS = 30.0
 UPKEEP_SECONDS = 1.0  # how often a process looks for other processes' changes and lost tombstones
 _MAX_LOST = 100_000  # tombstones kept for a retry while Redis is away; beyond, the hourly rebuild
 _MAX_RENEWED = 100_000  # renewals remembered per process before the memo starts over
+# Copies of settled entries a production process keeps (fleet/near_cache.py): this long at most,
+# which bounds what a lost change announcement can cost, and this many (about 0.5 KB each).
+NEAR_SECONDS = 300.0
+NEAR_ENTRIES = 200_000
 
 MISSES = 0  # lookups that reached the database, in this process
 
@@ -183,6 +194,7 @@ _renewed: dict[str, float] = {}  # key -> when this process last renewed it
 _lost: set[str] = set()  # key hashes whose tombstone the cache did not take (Redis away)
 _next_upkeep = 0.0
 _local: bool | None = None  # whether the cache is this process's own (LocMemCache)
+_near: NearCache | None = None  # this process's copies (production only), made at the first upkeep
 _stamp_seen: int | None = None
 
 
@@ -207,7 +219,13 @@ def lookup(node_key: str) -> HostState | None:
         _upkeep(now)
     key_hash = hash_node_key(node_key)
     key = _prefix + key_hash
-    entry = cache.get(key)
+    near = _near
+    entry = near.get(key) if near is not None else None
+    if entry is None:
+        epoch = near.epoch() if near is not None else 0
+        entry = cache.get(key)
+        if near is not None and entry is not None and entry[2]:
+            near.put(key, entry, epoch)  # settled: kept until it changes (or NEAR_SECONDS)
     if entry is not None:
         written, state, settled = entry
         if settled:
@@ -271,6 +289,7 @@ def _set(key: str, state: HostState, found: tuple | None, now: float) -> None:
         cache.set(key, (now, state, False), SETTLE_SECONDS)
     else:
         cache.set(key, (now, state, True), _ttl())
+    _announce([key])
 
 
 def forget(node_key_hashes: Iterable[str | None]) -> None:
@@ -302,7 +321,9 @@ def forget_all() -> None:
 
 def _tombstone(hashes: list[str]) -> None:
     now = time.time()
-    cache.set_many({_prefix + h: (now, None, False) for h in hashes}, SETTLE_SECONDS)
+    keys = [_prefix + h for h in hashes]
+    cache.set_many(dict.fromkeys(keys, (now, None, False)), SETTLE_SECONDS)
+    _announce(keys)
     if _cache_down():
         if len(_lost) < _MAX_LOST:
             _lost.update(hashes[: _MAX_LOST - len(_lost)])
@@ -321,9 +342,34 @@ def _team_deleted(sender: type[Team], instance: Team, **kwargs: Any) -> None:
 # --- upkeep: other processes' changes, lost tombstones ------------------------------------------
 
 
+def _near_copies() -> NearCache | None:
+    """This process's copies, made the first time a lookup or a write needs them (a process that
+    only writes, a console or a Celery worker, must still tell the others)."""
+    global _near
+    if _near is None and not _is_local() and settings.REDIS_URL:
+        circuit = getattr(caches["default"], "circuit", None)
+        _near = NearCache(settings.REDIS_URL, "nodekeys", NEAR_ENTRIES, NEAR_SECONDS, circuit)
+    return _near
+
+
+def drop_local_copies() -> None:
+    """Drop this process's copies (for tools and tests that change cache entries behind this
+    module's back; everything here announces its own changes)."""
+    if _near is not None:
+        _near.clear()
+
+
+def _announce(keys: list[str]) -> None:
+    """These entries changed in the shared cache: every process drops its copies of them."""
+    near = _near_copies()
+    if near is not None:
+        near.changed(keys)
+
+
 def _upkeep(now: float) -> None:
     global _next_upkeep
     _next_upkeep = now + UPKEEP_SECONDS
+    _near_copies()
     if _is_local():
         _follow_other_processes()
     if _lost and not _cache_down():
