@@ -9,7 +9,8 @@ down), and the WebSocket watcher through one in front of the two daphnes (daphne
 1. a live query started through web A's REST API reaches every host, including those served by
    web B, and every answer streams to the WebSocket held by daphne B;
 2. result and status log lines of hosts on both web processes reach the filesystem destination;
-3. a script queued through web A reaches a host served by web B, whose orbit posts the result;
+3. a script run synchronously through daphne A (where the proxies send the calls that wait)
+   reaches a host served by web B, whose orbit posts the result, and the call returns it;
 4. beat and the worker expire an overdue campaign (beat every second: ``LIVE_QUERY_UPKEEP_INTERVAL``);
 5. while a second live query runs (some answers acknowledged by web A, five hosts of web A's half
    still to answer) web A and daphne B are killed (SIGKILL). The hosts carry on through web B, the
@@ -282,10 +283,10 @@ def _start_cluster(tmp_path: Path) -> Cluster:
     processes: dict[str, subprocess.Popen] = {}
     try:
         processes["web-a"], web_a = start_web(
-            {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom-a")}, logs["web-a"]
+            {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom-a")}, logs["web-a"], threads=2
         )
         processes["web-b"], web_b = start_web(
-            {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom-b")}, logs["web-b"]
+            {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom-b")}, logs["web-b"], threads=2
         )
         daphne_env = {**env, "DATABASE_CONN_MAX_AGE": "0"}
         processes["daphne-a"], ws_a = start_daphne(daphne_env, logs["daphne-a"])
@@ -383,18 +384,20 @@ async def _scenario(
         host_id = {h["uuid"]: h["id"] for h in hosts if h["uuid"] in hostname}  # not the offline one
         assert len(host_id) == HOSTS, host_id
 
-        # 3. A script for a host of web B's half, queued through web A.
-        # An ad-hoc shell script (script.sh), so not a Windows host.
+        # 3. A script for a host of web B's half, run synchronously through daphne A, where the
+        # proxies send the calls that wait (docs/deployment.md, "Requests that wait"); it waits
+        # while the live query below runs. An ad-hoc shell script (script.sh), so not Windows.
         script_host = next(h for h in outcome.group_b if platform[h] != "windows")
-        queued = await _rest(
-            http,
-            cluster.web_a,
-            token,
-            "POST",
-            "scripts/run/",
-            {"host_id": host_id[script_host], "script_contents": SCRIPT},
+        synced = asyncio.create_task(
+            _rest(
+                http,
+                cluster.ws_a,
+                token,
+                "POST",
+                "scripts/run/sync/",
+                {"host_id": host_id[script_host], "script_contents": SCRIPT},
+            )
         )
-        outcome.execution_id = queued["execution_id"]
 
         # 1. A live query started through web A, watched on daphne B, answered by every host.
         started = await _rest(
@@ -417,7 +420,11 @@ async def _scenario(
             assert result["state"] == "rows" and result["rows"][0]["hostname"] == result["hostname"], result
         assert watcher.last_status["actual_results"] == HOSTS, watcher.last_status
 
-        # The script's result, posted through web B, read through web A.
+        # The script's result, posted through web B: the synchronous call returns it, and web A
+        # reads the same.
+        ran = await synced
+        outcome.execution_id = ran["execution_id"]
+        assert ran["exit_code"] == 3 and "scale-out-script" in ran["output"] and not ran["host_timeout"], ran
         await _until(lambda: outcome.execution_id in ledger.script_results, "the script's result")
         assert ledger.script_results[outcome.execution_id] == script_host
         run = await _rest(http, cluster.web_a, token, "GET", f"scripts/results/{outcome.execution_id}/")
