@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
