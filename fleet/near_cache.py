@@ -31,6 +31,8 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from fleet.cache import CircuitOpen
+
 if TYPE_CHECKING:
     from fleet.cache import Circuit
 
@@ -142,6 +144,8 @@ class NearCache:
                 self._publisher.publish(self.channel, message)
             else:
                 self.circuit.call(self._publisher.publish, self.channel, message)
+        except CircuitOpen:
+            return  # Redis is known to be away: the cache said so once already, not once per write
         except Exception as exc:  # noqa: BLE001 - the copies elsewhere expire on their own
             logger.warning("could not announce a cache change on %s: %s", self.channel, exc)
 

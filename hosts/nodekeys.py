@@ -194,7 +194,7 @@ _renewed: dict[str, float] = {}  # key -> when this process last renewed it
 _lost: set[str] = set()  # key hashes whose tombstone the cache did not take (Redis away)
 _next_upkeep = 0.0
 _local: bool | None = None  # whether the cache is this process's own (LocMemCache)
-_near: NearCache | None = None  # this process's copies (production only), made at the first upkeep
+_near: NearCache | None = None  # this process's copies (production only): see _near_copies
 _stamp_seen: int | None = None
 
 
