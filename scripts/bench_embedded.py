@@ -80,8 +80,10 @@ def _token(server: TlsEmbeddedServer) -> str:
     code = (
         "from django.contrib.auth import get_user_model; from knox.models import AuthToken; "
         "from hosts.models import UserRole; from hosts.choices import Role; "
-        "u = get_user_model().objects.create_superuser('bench', 'bench@example.com', 'x'); "
-        "UserRole.objects.create(user=u, role=Role.ADMIN); print(AuthToken.objects.create(user=u)[1])"
+        "u = get_user_model().objects.filter(username='bench').first() or "
+        "get_user_model().objects.create_superuser('bench', 'bench@example.com', 'x'); "
+        "UserRole.objects.get_or_create(user=u, defaults={'role': Role.ADMIN}); "
+        "print(AuthToken.objects.create(user=u)[1])"
     )
     out = subprocess.run(
         [PY, str(ROOT / "manage.py"), "shell", "-v0", "-c", code], env=server.env, cwd=ROOT,

@@ -10,19 +10,27 @@ every 10 s, fetching their config every 60 s and running the packs' queries on o
 
 1. Priming (not measured): every host enrolls, answers its first detail queries (software too)
    and its label queries; starts are spread over ``--prime-spread`` seconds.
-2. The window (``--duration`` s): the same hosts again (saved node keys, so no enrolment), after
-   ``--warmup`` s not counted (the restarted agents first fetch their configs all at once), while
-   a thread runs one live query at a time through the REST API (start one on all hosts, follow it
-   until every host answered or ``--live-timeout`` s, stop it, start the next: at once, or
-   ``--live-every`` s after the previous one started).
+2. The window (``--duration`` s): the same hosts again (saved node keys, so no enrolment), their
+   starts spread over ``--measure-spread`` s (60: the config interval, so each minute's configs
+   arrive evenly, as from a fleet whose agents started at different times), after ``--warmup`` s
+   not counted (every agent has started and fetched its first config), while a thread runs one
+   live query at a time through the REST API (start one on all hosts, follow it until every host
+   answered or ``--live-timeout`` s, stop it, start the next: at once, or ``--live-every`` s after
+   the previous one started), and another, the probe, times a ``config`` request every 0.2 s
+   over a connection of its own.
 
-CPU is read from /proc (utime + stime): granian's master and worker, and the mariadbd and
-redis-server processes, so the load generator's own work does not count; it shares the two cores
-all the same. Reported: requests per second by endpoint, client errors, latency p50/p99 (the
-simulator's histogram), CPU as % of a core and as CPU-ms per host per second, the derived hosts
-per core (1 core-second / CPU-seconds per host per second: the core at 100 %), memory per web
-process, and the live queries' time to all hosts. Goal: at least 7,500 hosts per web core (Fleet's
-sizing, 150,000 hosts on 20 one-vCPU tasks), p99 under 500 ms and no errors at the measured load.
+The worker runs alone on the machine's last core (``taskset``), and the load generator, mariadbd
+and redis-server on the others (``--no-pin`` shares every core): one core of web process,
+literally. CPU is read from /proc (utime + stime): granian's master and worker, and the mariadbd
+and redis-server processes, so the load generator's own work does not count. Reported: requests
+per second by endpoint, client errors, latency p50/p99 (the simulator's histogram) and the
+probe's, CPU as % of a core and as CPU-ms per host per second, the derived hosts per core (1
+core-second / CPU-seconds per host per second: the core at 100 %), memory per web process, the
+live queries' time to all hosts, and how long each process's threads waited for a core. Goal: at
+least 7,500 hosts per web core (Fleet's sizing, 150,000 hosts on 20 one-vCPU tasks), p99 under
+500 ms and no errors at the measured load. The p99 judged is the probe's: the generator, a Python
+process driving thousands of agents, uses most of its core at these counts, and its histogram
+counts its own event loop's lateness as the server's.
 
 Results go to docs/bench-load.json, one run per scenario (hosts, live queries or not, threads: a
 run replaces its scenario's last one), and the "Load report" section of docs/benchmarks.md
@@ -34,9 +42,9 @@ database is dropped and Redis 4 flushed at the end; every process started here i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -70,7 +78,10 @@ REDIS_URL = "redis://127.0.0.1:6379/4"
 GOAL_HOSTS_PER_CORE = 7500  # Fleet's published sizing: 150,000 hosts on 20 one-vCPU tasks
 GOAL_P99_MS = 500.0
 SATURATED_PCT = 85.0  # above this the single worker queues requests: its p99 says little
-CONTENDED_PCT = 10.0  # the worker waited this share of the window for a core: the machine was busy
+# The worker's threads together waited this share of the window for a core, sharing the cores with
+# the generator, MariaDB and Redis: the machine was busy. (Pinned alone on a core, its threads
+# wait only for each other, which is what one core of web process means.)
+CONTENDED_PCT = 10.0
 CONFIG_INTERVAL = 60
 
 # The mix's configuration, applied with `manage.py apply` as an operator would. Every query and
@@ -207,24 +218,35 @@ def cpu_figures(cpu: float, hosts: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def server_p99_ms(result: dict[str, Any]) -> float:
+    """The p99 the goal is judged on: the probe's, timed outside the load generator, when the run
+    had one (the generator's own figure counts its event loop's lateness too: at 7,500 hosts it
+    used 70 % of its core and ran up to 0.9 s late); the generator's otherwise (older runs)."""
+    probe = result.get("probe") or {}
+    return probe["p99_ms"] if probe.get("requests") else result["latency_p99_ms"]
+
+
 def goal(result: dict[str, Any]) -> dict[str, bool]:
     checks = {
         "hosts_per_core": result["web"]["hosts_per_core"] >= GOAL_HOSTS_PER_CORE,
-        "p99": result["latency_p99_ms"] < GOAL_P99_MS,
+        "p99": server_p99_ms(result) < GOAL_P99_MS,
         "errors": result["client_errors"] == 0 and result["transport_errors"] == 0,
     }
     return {**checks, "met": all(checks.values())}
 
 
 def run_queue_seconds(pids: list[int]) -> float:
-    """Time these processes spent runnable but waiting for a core (``/proc/<pid>/schedstat``'s
-    second field, ns): how much the other processes on the machine held them up."""
+    """Time these processes' threads spent runnable but waiting for a core (the second field of
+    each ``/proc/<pid>/task/<tid>/schedstat``, ns): how much the other processes on the machine
+    held them up. Every thread counts: a process's own ``schedstat`` is its main thread's alone,
+    and a worker's requests run on others."""
     total = 0
     for pid in pids:
-        try:
-            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
     return total / 1e9
 
 
@@ -235,10 +257,58 @@ class LoadServer(Server):
     """granian as deployed (``fleet.web_server``, metrics in multiprocess mode), one worker process
     with ``threads`` request threads (it empties the metrics directory at start)."""
 
-    def __init__(self, tmp: Path, threads: int, agent_slots: int) -> None:
+    def __init__(self, tmp: Path, threads: int, agent_slots: int, cpus: set[int] | None = None) -> None:
         super().__init__(1, "mariadb", "redis", tmp, mysql_db=MYSQL_DB, redis_url=REDIS_URL, threads=threads)
         self.env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "prometheus")
         self.env["FLEET_AGENT_CONCURRENCY"] = str(agent_slots)  # fleet/agent_admission.py
+        self.cpus = cpus
+
+    def command(self) -> list[str]:
+        return _on_cpus(self.cpus, super().command())
+
+
+def _on_cpus(cpus: set[int] | None, command: list[str]) -> list[str]:
+    """``command`` confined to ``cpus`` (``taskset`` execs it: its threads and children inherit)."""
+    if not cpus:
+        return command
+    return ["taskset", "-c", ",".join(str(cpu) for cpu in sorted(cpus)), *command]
+
+
+def split_cores() -> tuple[set[int], set[int]] | None:
+    """``--pin``'s split: the last core for the web worker, the others for the load generator,
+    MariaDB and Redis (None on a machine with one core)."""
+    cores = sorted(os.sched_getaffinity(0))
+    return ({cores[-1]}, set(cores[:-1])) if len(cores) > 1 else None
+
+
+class PinnedServices:
+    """mariadbd's and redis-server's threads confined to some cores for the run, and given back
+    the cores they had afterwards (they are the machine's services, not ours)."""
+
+    def __init__(self, pids: list[int], cpus: set[int]) -> None:
+        self.pids, self.cpus, self.before = pids, cpus, {}
+
+    def __enter__(self) -> PinnedServices:
+        for pid in self.pids:
+            for tid in _threads(pid):
+                with contextlib.suppress(OSError):
+                    self.before[tid] = os.sched_getaffinity(tid)
+                    os.sched_setaffinity(tid, self.cpus)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for tid, cpus in self.before.items():
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(tid, cpus)
+        everything = os.sched_getaffinity(0)
+        for pid in self.pids:  # threads started during the run inherited the pinned set
+            for tid in _threads(pid):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(tid, self.before.get(tid, everything))
+
+
+def _threads(pid: int) -> list[int]:
+    return [int(task.name) for task in Path(f"/proc/{pid}/task").glob("*") if task.name.isdigit()]
 
 
 def _shell(server: Server, code: str) -> str:
@@ -290,6 +360,7 @@ def simulate(
         "--progress-interval", "15", "--connections", str(args.connections), "--stats-file", str(stats),
         "--stats-after", str(stats_after),
     ]  # fmt: skip
+    command = _on_cpus(args.others_cpus, command)
     env = {**server.env, "FLEET_VAR_DIR": str(server.tmp / "simulator")}
     with open(log, "wb") as out:
         return subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -318,6 +389,58 @@ class LogFollower:
     def seen(self, marker: str) -> bool:
         self.poll()
         return marker in self.text
+
+
+class Probe(threading.Thread):
+    """An agent request every ``every`` s over one kept-alive connection, timed here, outside the
+    load generator: a busy generator reports its own event loop's lateness as the server's latency,
+    and this probe does not share that loop. It asks for one simulated host's ``config``, which no
+    live query waits on; its few requests a second are part of the load."""
+
+    def __init__(self, server: Server, node_key: str, every: float = 0.2) -> None:
+        super().__init__(name="probe", daemon=True)
+        self.server, self.node_key, self.every = server, node_key, every
+        self.stop_event = threading.Event()
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    def run(self) -> None:
+        import http.client
+
+        host, port = self.server.url.removeprefix("http://").split(":")
+        body = json.dumps({"node_key": self.node_key}).encode()
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        while not self.stop_event.wait(self.every):
+            started = time.monotonic()
+            try:
+                connection.request("POST", "/api/osquery/config", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                connection.close()  # reconnects at the next request
+            if ok:
+                self.latencies.append(time.monotonic() - started)
+            else:
+                self.errors += 1
+        connection.close()
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return {"requests": 0, "errors": self.errors}
+
+        def at(p: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000, 1)
+
+        return {
+            "requests": len(ordered),
+            "errors": self.errors,
+            "p50_ms": at(50),
+            "p99_ms": at(99),
+            "max_ms": at(100),
+        }
 
 
 class LiveQueries(threading.Thread):
@@ -401,17 +524,18 @@ def _window(
     mariadb, redis = service_pids("mariadb", "none"), service_pids("none", "redis", REDIS_URL)
     if not (mariadb and redis):
         raise RuntimeError("the mariadbd or redis-server PID could not be found")
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     follower = LogFollower(tmp / "measure.log")
     measured = simulate(
-        server, args, args.warmup + args.duration, tmp / "measured.json", args.interval, follower.path,
+        server, args, args.warmup + args.duration, tmp / "measured.json", args.measure_spread, follower.path,
         stats_after=args.warmup,
     )  # fmt: skip
     children.append(measured)
     # The window starts ``--warmup`` s after the simulator's agents do (after its Django start-up:
-    # the restarted agents first fetch their configs all at once, which is not the steady mix)
-    # and lasts exactly as long as the simulator counts, so its counts and our CPU cover the same
-    # seconds.
+    # until every restarted agent has started and fetched its first config, the mix is not the
+    # steady one) and lasts exactly as long as the simulator counts, so its counts and our CPU
+    # cover the same seconds. An agent fetches its config every 60 s from its own start: starts
+    # spread over less than that would bunch every host's config into those seconds of each
+    # minute, a burst no fleet of agents started at different times sends.
     deadline = time.monotonic() + 120
     while not follower.seen("simulating ") and measured.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -420,10 +544,15 @@ def _window(
     time.sleep(args.warmup)
     t0 = time.monotonic()
     cpu0 = {"web": cpu_seconds(web), "mariadb": cpu_seconds(mariadb), "redis": cpu_seconds(redis)}
+    simulator0 = cpu_seconds([measured.pid])  # the window only: not its start-up and warm-up
     waited0 = run_queue_seconds(web)
+    services_waited0 = {"mariadb": run_queue_seconds(mariadb), "redis": run_queue_seconds(redis)}
     live = LiveQueries(server, token, args.live_timeout, args.live_every)
     if not args.no_live:
         live.start()
+    keys = json.loads((tmp / "node_keys.json").read_text())
+    probe = Probe(server, next(iter(keys.values())))
+    probe.start()
     rss = {pid: 0 for pid in web}
     while time.monotonic() < t0 + args.duration:
         for pid in web:
@@ -436,17 +565,21 @@ def _window(
         "mariadb": cpu_seconds(mariadb) - cpu0["mariadb"],
         "redis": cpu_seconds(redis) - cpu0["redis"],
     }
+    simulator_cpu = cpu_seconds([measured.pid]) - simulator0
     waited = run_queue_seconds(web) - waited0
+    services_waited = {
+        # max: a thread that ended in the window takes its count with it
+        name: max(0.0, round((run_queue_seconds(pids) - services_waited0[name]) / seconds * 100, 1))
+        for name, pids in (("mariadb", mariadb), ("redis", redis))
+    }
     load = os.getloadavg()[0]
+    probe.stop_event.set()
+    probe.join(timeout=60)
     live.stop_event.set()
     measured.wait(timeout=120)
     if live.is_alive():
         live.join(timeout=90)
     follower.poll()
-    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    simulator_cpu = (children_after.ru_utime + children_after.ru_stime) - (
-        children_before.ru_utime + children_before.ru_stime
-    )
     stats = json.loads((tmp / "measured.json").read_text())
     master, *workers = web
     proc = {
@@ -459,9 +592,60 @@ def _window(
         "simulator_cpu_pct": round(simulator_cpu / seconds * 100, 1),
         "machine_load": round(load, 2),
         "web_run_queue_pct": round(waited / seconds * 100, 1),
+        "services_run_queue_pct": services_waited,
         "live": live.summary(),
+        "probe": probe.summary(),
     }
     return stats, proc
+
+
+def _pinning(args: argparse.Namespace) -> dict[str, list[int]] | None:
+    if not args.web_cpus:
+        return None
+    services = args.web_cpus if args.services_with_web else args.others_cpus
+    return {"web": sorted(args.web_cpus), "generator": sorted(args.others_cpus), "services": sorted(services)}
+
+
+def prime(
+    server: Server, args: argparse.Namespace, tmp: Path, children: list[subprocess.Popen[bytes]]
+) -> dict[str, Any]:
+    """Every host enrolls and answers its first detail and label queries (not measured)."""
+    spread = args.prime_spread if args.prime_spread is not None else args.prime / 2
+    _log(f"priming {args.hosts} hosts for {args.prime:.0f} s (starts spread over {spread:.0f} s)")
+    t_prime, cpu_prime = time.monotonic(), cpu_seconds(server.pids())
+    process = simulate(server, args, args.prime, tmp / "prime.json", spread, tmp / "prime.log")
+    children.append(process)
+    process.wait(timeout=args.prime + 300)
+    primed = json.loads((tmp / "prime.json").read_text())
+    priming = {
+        "seconds": round(time.monotonic() - t_prime, 1),
+        "spread": spread,
+        **primed_hosts(server),
+        "client_errors": sum(primed["failures"].values()),
+        "latency_p99_ms": primed["latency_p99_ms"],
+    }
+    priming["web_cpu_pct"] = round((cpu_seconds(server.pids()) - cpu_prime) / priming["seconds"] * 100, 1)
+    return priming
+
+
+def _kept_fleet(args: argparse.Namespace) -> Path | None:
+    """The node keys of a fleet an earlier run primed and kept (``--primed-dir``) with as many
+    hosts as this run's, or None: priming 7,500 hosts takes 15 minutes, an experiment on the
+    window 4. Its database and Redis were left as that run ended."""
+    if not args.primed_dir:
+        return None
+    keys, hosts = Path(args.primed_dir) / "node_keys.json", Path(args.primed_dir) / "hosts"
+    if keys.exists() and hosts.exists() and hosts.read_text().strip() == str(args.hosts):
+        return keys
+    return None
+
+
+def _keep_fleet(args: argparse.Namespace, keys: Path) -> None:
+    directory = Path(args.primed_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(keys, directory / "node_keys.json")
+    (directory / "hosts").write_text(f"{args.hosts}\n")
+    _log(f"kept the primed fleet (database {MYSQL_DB}, Redis {REDIS_URL}, node keys in {directory})")
 
 
 def _idle_service_cpu(seconds: float) -> dict[str, float]:
@@ -475,29 +659,32 @@ def _idle_service_cpu(seconds: float) -> dict[str, float]:
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-load-"))
-    server = LoadServer(tmp, args.threads, args.agent_slots)
+    split = split_cores() if args.pin else None
+    args.web_cpus, args.others_cpus = split or (None, None)
+    server = LoadServer(tmp, args.threads, args.agent_slots, args.web_cpus)
+    services = service_pids("mariadb", "none") + service_pids("none", "redis", REDIS_URL)
+    services_cpus = args.web_cpus if args.services_with_web else args.others_cpus
+    pinned = PinnedServices(services, services_cpus) if split else contextlib.nullcontext()
     children: list[subprocess.Popen[bytes]] = []  # the simulators, stopped by PID if still running
+    restore = contextlib.ExitStack()
+    restore.enter_context(pinned)
     try:
-        _log(f"preparing MariaDB ({MYSQL_DB}), Redis ({REDIS_URL}) and granian in {tmp}")
-        server.prepare()
-        _log(f"the mix: {apply_mix(server)}")
-        server.start()
+        kept = _kept_fleet(args)
+        if kept:
+            _log(f"reusing the fleet primed by an earlier run (--primed-dir {args.primed_dir}), in {tmp}")
+            shutil.copy(kept, tmp / "node_keys.json")
+            server.start()
+        else:
+            _log(f"preparing MariaDB ({MYSQL_DB}), Redis ({REDIS_URL}) and granian in {tmp}")
+            server.prepare()
+            _log(f"the mix: {apply_mix(server)}")
+            server.start()
         token = _token(server)  # it needs only .env and .url
-        spread = args.prime_spread if args.prime_spread is not None else args.prime / 2
-        _log(f"priming {args.hosts} hosts for {args.prime:.0f} s (starts spread over {spread:.0f} s)")
-        t_prime, cpu_prime = time.monotonic(), cpu_seconds(server.pids())
-        prime = simulate(server, args, args.prime, tmp / "prime.json", spread, tmp / "prime.log")
-        children.append(prime)
-        prime.wait(timeout=args.prime + 300)
-        primed = json.loads((tmp / "prime.json").read_text())
-        priming = {
-            "seconds": round(time.monotonic() - t_prime, 1),
-            "spread": spread,
-            **primed_hosts(server),
-            "client_errors": sum(primed["failures"].values()),
-            "latency_p99_ms": primed["latency_p99_ms"],
-        }
-        priming["web_cpu_pct"] = round((cpu_seconds(server.pids()) - cpu_prime) / priming["seconds"] * 100, 1)
+        priming = (
+            {"reused": True, "seconds": 0.0, "spread": 0.0, **primed_hosts(server)}
+            if kept
+            else prime(server, args, tmp, children)
+        )
         _log(f"primed: {priming}")
         idle = _idle_service_cpu(args.baseline)
         _log(f"MariaDB and Redis with nothing of ours running: {idle} % of a core")
@@ -513,9 +700,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                     child.kill()
                     child.wait(timeout=5)
         server.stop()
-        if not args.keep:
+        if args.primed_dir and (tmp / "node_keys.json").exists():
+            _keep_fleet(args, tmp / "node_keys.json")
+        elif not args.keep:
             server.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
+        restore.close()  # MariaDB and Redis get their cores back
     seconds = proc["seconds"]
     requests = sum(stats["requests"].values())
     result: dict[str, Any] = {
@@ -547,6 +737,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "simulator_loop_lag_max_ms": stats.get("simulator_loop_lag_max_ms"),
         "simulator_gc_pause_max_ms": stats.get("simulator_gc_pause_max_ms"),
         "warmup": args.warmup,
+        "measure_spread": args.measure_spread,
         "web": {
             **cpu_figures(proc["cpu"]["web"], args.hosts, seconds),
             "cpu_ms_per_request": round(proc["cpu"]["web"] * 1000 / max(requests, 1), 3),
@@ -557,10 +748,13 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "simulator_cpu_pct": proc["simulator_cpu_pct"],
         "machine_load": proc["machine_load"],
         "web_run_queue_pct": proc["web_run_queue_pct"],
+        "services_run_queue_pct": proc["services_run_queue_pct"],
+        "pinned": _pinning(args),
         "live_queries": {"enabled": not args.no_live, **proc["live"]},
+        "probe": proc["probe"],
     }
     result["saturated"] = result["web"]["cpu_pct"] > SATURATED_PCT
-    result["contended"] = proc["web_run_queue_pct"] > CONTENDED_PCT
+    result["contended"] = not args.pin and proc["web_run_queue_pct"] > CONTENDED_PCT
     result["goal"] = goal(result)
     return result
 
@@ -569,8 +763,43 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
 
 def _warmup(r: dict[str, Any]) -> str:
-    warmup = r.get("warmup")
-    return f", and {warmup:g} s of warm-up not counted" if warmup else ""
+    warmup, spread = r.get("warmup"), r.get("measure_spread")
+    text = f", and {warmup:g} s of warm-up not counted" if warmup else ""
+    return text + (f" (the hosts' starts spread over {spread:g} s)" if spread else "")
+
+
+def _priming_text(priming: dict[str, Any]) -> str:
+    if priming.get("reused"):
+        return "a fleet primed and kept by an earlier run (`--primed-dir`)"
+    return f"{priming['seconds']} s of priming"
+
+
+def _probe_row(r: dict[str, Any]) -> list[str]:
+    probe = r.get("probe")
+    if not probe or not probe.get("requests"):
+        return []
+    return [
+        f"| latency seen by a probe outside the generator (a `config` every 0.2 s, one connection) | "
+        f"p50 {probe['p50_ms']} ms, p99 {probe['p99_ms']} ms, max {probe['max_ms']} ms; "
+        f"{probe['requests']:,} requests, {probe['errors']} errors |"
+    ]
+
+
+def _pinned(r: dict[str, Any]) -> str:
+    text = ""
+    if r.get("pinned"):
+        pinned = {part: ", ".join(map(str, cpus)) for part, cpus in r["pinned"].items()}
+        if "services" not in pinned:  # recorded before the layout could change
+            pinned["services"] = pinned["generator"] = pinned.pop("others")
+        text += f"; pinned to cores: the worker {pinned['web']}, the generator {pinned['generator']}, "
+        text += f"MariaDB and Redis {pinned['services']}"
+    return text
+
+
+def _waits(r: dict[str, Any]) -> str:
+    waits = [f"the worker {r['web_run_queue_pct']} %"]
+    waits += [f"{name} {pct} %" for name, pct in (r.get("services_run_queue_pct") or {}).items()]
+    return ", ".join(waits)
 
 
 def _per_host(figures: dict[str, Any]) -> str:
@@ -578,7 +807,6 @@ def _per_host(figures: dict[str, Any]) -> str:
         f"{figures['cpu_pct']} % of a core; {figures['cpu_ms_per_host_s']:.4f} CPU-ms per host per s "
         f"→ {figures['hosts_per_core']:,} hosts per core"
     )
-
 
 
 def render(
@@ -599,7 +827,7 @@ def render(
         live_text = "none in this run (`--no-live`)"
     verdicts = [
         ("hosts per web core ≥ 7,500", g["hosts_per_core"]),
-        ("p99 < 500 ms", g["p99"]),
+        ("p99 < 500 ms" + (" (the probe's)" if (r.get("probe") or {}).get("requests") else ""), g["p99"]),
         ("no errors", g["errors"]),
     ]
     goal_text = "; ".join(f"{what}: {'meets' if ok else '**misses**'}" for what, ok in verdicts)
@@ -631,11 +859,12 @@ def render(
         "",
         "| figure | value |",
         "|---|---|",
-        f"| hosts, window | {r['hosts']:,} hosts for {r['seconds']} s, after {priming['seconds']} s of "
-        f"priming ({priming['enrolled']:,} enrolled, {priming['with_details']:,} with details){_warmup(r)} |",
+        f"| hosts, window | {r['hosts']:,} hosts for {r['seconds']} s, after {_priming_text(priming)} "
+        f"({priming['enrolled']:,} enrolled, {priming['with_details']:,} with details){_warmup(r)} |",
         f"| requests | {r['requests_per_s']} per s: {endpoints} |",
         f"| client errors | {r['client_errors']} (transport {r['transport_errors']}) |",
         f"| latency p50 / p99 | {r['latency_p50_ms']} ms / {r['latency_p99_ms']} ms |",
+        *_probe_row(r),
         f"| requests over 500 ms | {slow_text} |",
         f"| web CPU ({server} master + worker) | {_per_host(web)}; "
         f"{web['cpu_ms_per_request']} ms per request |",
@@ -645,8 +874,9 @@ def render(
         f"| MariaDB CPU | {_per_host(r['mariadb'])} (idle before: {r['mariadb']['idle_pct']} %) |",
         f"| Redis CPU | {_per_host(r['redis'])} (idle before: {r['redis']['idle_pct']} %) |",
         f"| live queries, one at a time | {live_text} |",
-        f"| the machine | simulate_hosts at {r['simulator_cpu_pct']} % of a core{lag_text}; the worker "
-        f"waited {r['web_run_queue_pct']} % of the window for a core; load average {r['machine_load']} |",
+        f"| the machine | simulate_hosts at {r['simulator_cpu_pct']} % of a core{_pinned(r)}{lag_text}; "
+        f"waiting for a core (share of the window, all threads summed): {_waits(r)}; load average "
+        f"{r['machine_load']} |",
         f"| goal | {'met' if g['met'] else 'not met'}: {goal_text} |",
         "",
     ]
@@ -658,8 +888,8 @@ def render(
         ]
     if r.get("contended"):
         lines += [
-            f"- The machine was busy: the worker waited {r['web_run_queue_pct']} % of the window for a "
-            "core (other processes were running), so the latency above says more about the machine "
+            f"- The machine was busy: the worker's threads waited {r['web_run_queue_pct']} % of the window "
+            "for a core (other processes were running), so the latency above says more about the machine "
             "than about the server. CPU per host is the server's own all the same.",
             "",
         ]
@@ -669,8 +899,11 @@ def render(
         f"simulate_hosts` in its own process: every host checks in every {r['interval']} s, sends "
         f"its logs every {r['interval']} s and fetches its config every {r['config_interval']} s. The "
         "hosts first enroll and answer their detail, software and label queries (priming, not "
-        "measured); the window then runs the same hosts again (its first seconds, while the restarted "
-        "agents fetch their configs all at once, not counted) while one live query at a time on all "
+        "measured); the window then runs the same hosts again, their starts spread over a config "
+        "interval so that configs arrive evenly as from agents started at different times (runs "
+        "recorded without a spread used 10 s, which bunched each minute's configs into 10 s), "
+        "its first seconds not counted (until every agent has started and fetched its first "
+        "config), while one live query at a time on all "
         "hosts is started, followed (a REST poll a second) and stopped through the REST API of the "
         f"same {server}. A host answers a live query in the check-in after it starts (no "
         "`accelerate` for it: Fleet only hurries a host whose hostname or platform is unknown), so "
@@ -683,11 +916,16 @@ def render(
         "software section above puts a refresh at a few ms per host an hour, about 1 % of the "
         f"load). CPU is user + system time from /proc of {server}'s processes, mariadbd and "
         "redis-server over the window (those two are whole processes: whatever else they served "
-        "counts, hence their idle figure just before), so the load generator's work is not counted; "
-        "it shares the two cores all the same. CPU-ms per host per second is that time over hosts × "
-        "seconds; hosts per core is 1,000 over it, i.e. a core at 100 % with no headroom, derived "
-        "rather than measured at that host count. Latency is the simulator's (histogram bucket "
-        "bounds), measured at the host count above.",
+        "counts, hence their idle figure just before), so the load generator's work is not counted. "
+        "Since 2026-12-06 10:00 the worker runs alone on one core and the generator, MariaDB and "
+        "Redis on the other (`taskset`; earlier runs shared both cores). CPU-ms per host per second "
+        "is that time over hosts × seconds; hosts per core is 1,000 over it, i.e. a core at 100 % "
+        "with no headroom, derived rather than measured at that host count. Latency is measured at "
+        "the host count above, twice: by the simulator (histogram bucket bounds), and by a probe "
+        "outside it, one `config` request every 0.2 s over a connection of its own from the "
+        "benchmark's process. The generator's figure counts its own lateness: one Python process "
+        "driving thousands of agents, at 7,500 hosts it used 70 % of its core and its event loop "
+        "ran up to 0.9 s late, so the goal's p99 is the probe's where a run had one.",
         "",
         "Reproduce: `make bench-load` (`BENCH_ARGS='--hosts 500 --prime 60 --duration 60'` for a "
         "short run; `scripts/bench_load.py --help`).",
@@ -806,8 +1044,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the measured window, s (120; a multiple of the 60 s config interval, else configs overcount)",
     )  # fmt: skip
     parser.add_argument(
-        "--warmup", type=float, default=20.0,
-        help="seconds of the measured simulator not counted (20: the restarted agents' configs)",
+        "--measure-spread", type=float, default=float(CONFIG_INTERVAL),
+        help="seconds the measured hosts' starts are spread over (60: the config interval, so "
+        "configs arrive evenly; 10 bunches each minute's configs into 10 s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=float, default=None,
+        help="seconds of the measured simulator not counted (default: the spread + 20, until every "
+        "agent has started and fetched its first config)",
     )  # fmt: skip
     parser.add_argument("--live-timeout", type=float, default=60.0, help="stop a live query after (60 s)")
     parser.add_argument(
@@ -825,10 +1069,27 @@ def main(argv: list[str] | None = None) -> int:
         help="agent requests the worker runs at once with more threads than that "
         "(FLEET_AGENT_CONCURRENCY: 2, as production; 0: no gate)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false",
+        help="let every process use every core (by default the web worker runs alone on the last "
+        "core and the load generator, MariaDB and Redis on the others, their cores given back at "
+        "the end: one core of web process, literally)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--services-with-web", action="store_true",
+        help="MariaDB and Redis on the worker's core, the load generator alone on the others",
+    )  # fmt: skip
     parser.add_argument("--no-live", action="store_true", help="no live queries (to see what they cost)")
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis 4 afterwards")
+    parser.add_argument(
+        "--primed-dir", default=None,
+        help="keep the primed fleet (database, Redis 4, node keys here) and reuse it in the next run "
+        "with as many --hosts, skipping the priming (for experiments; record full runs)",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print; write neither the JSON nor the doc")
     args = parser.parse_args(given)
+    if args.warmup is None:
+        args.warmup = args.measure_spread + 20.0
     if not mariadb_available():
         raise SystemExit("MariaDB is needed (its socket answers and `make setup-mysql` installed the driver)")
     if not redis_available(REDIS_URL):

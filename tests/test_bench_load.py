@@ -121,8 +121,68 @@ def test_report_renders_a_recorded_run(tmp_path):
     assert "10 of 11 reached every host, in 10.4 s (median; max 11.9 s)" in text
     assert "distributed/read 300.2" in text and "worker 148.2 MiB" in text
     assert "/proc" in text  # the method says where CPU comes from
-    assert "waited 2.5 % of the window for a core" in text
+    assert "waiting for a core (share of the window, all threads summed): the worker 2.5 %" in text
     assert "ran above" not in text and "was busy" not in text
+
+
+def test_report_says_how_the_window_was_run(tmp_path):
+    """The measured hosts' start spread, the cores each process was pinned to, the services'
+    waits for a core, and a window over a fleet kept from an earlier run, each said in the report."""
+    path = tmp_path / "bench-load.json"
+    result = sample_result(
+        warmup=80.0,
+        measure_spread=60.0,
+        pinned={"web": [1], "generator": [0], "services": [0]},
+        services_run_queue_pct={"mariadb": 1.5, "redis": 0.7},
+        priming={"reused": True, "seconds": 0.0, "spread": 0.0, "enrolled": 3000, "with_details": 3000},
+    )
+    path.write_text(json.dumps(result))
+    text = "\n".join(bench_load.load_report_lines(path))
+    assert "80 s of warm-up not counted (the hosts' starts spread over 60 s)" in text
+    pinned = "pinned to cores: the worker 1, the generator 0, MariaDB and Redis 0"
+    assert f"simulate_hosts at 41.0 % of a core; {pinned}" in text
+    assert "the worker 2.5 %, mariadb 1.5 %, redis 0.7 %" in text
+    assert "a fleet primed and kept by an earlier run (`--primed-dir`) (3,000 enrolled" in text
+
+
+def _main_thread_waited() -> float:
+    """What the old measure read: the process's own schedstat, its main thread alone."""
+    return int(Path(f"/proc/{os.getpid()}/schedstat").read_text().split()[1]) / 1e9
+
+
+def test_run_queue_counts_every_thread_of_a_process():
+    """A process's own schedstat is its main thread's: time a request thread waited for a core
+    would be missed. Two busy threads on a saturated core must show a wait beyond the main
+    thread's."""
+    import hashlib
+    import threading
+    import time as clock
+
+    done = threading.Event()
+
+    block = b"x" * 1_000_000
+
+    def spin() -> None:  # hashing a large block releases the GIL: all three are runnable at once
+        while not done.is_set():
+            hashlib.sha256(block).digest()
+
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # this thread and its children: one core
+    threads = [threading.Thread(target=spin) for _ in range(3)]
+    try:
+        before = bench_load.run_queue_seconds([os.getpid()])
+        main_before = _main_thread_waited()
+        for thread in threads:
+            thread.start()
+        clock.sleep(0.6)
+        waited = bench_load.run_queue_seconds([os.getpid()]) - before  # threads still alive: counted
+        main_thread = _main_thread_waited() - main_before
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    assert waited > 0.5  # three busy threads on one core for 0.6 s: each waited for the others
+    assert waited > main_thread
 
 
 def test_report_says_what_missed_and_when_the_worker_was_saturated_or_held_up(tmp_path):
@@ -132,7 +192,7 @@ def test_report_says_what_missed_and_when_the_worker_was_saturated_or_held_up(tm
     text = "\n".join(bench_load.load_report_lines(path))
     assert "| goal | not met: " in text and "p99 < 500 ms: **misses**" in text
     assert "ran above 85 % of its core" in text
-    assert "The machine was busy: the worker waited 31.0 % of the window" in text
+    assert "The machine was busy: the worker's threads waited 31.0 % of the window" in text
 
 
 def test_report_of_a_run_without_live_queries(tmp_path):
@@ -302,3 +362,61 @@ def test_runs_behind_the_agent_gate_are_scenarios_of_their_own(tmp_path):
         "| 3,000 hosts, a live query always running, 8 threads",
         "| 3,000 hosts, a live query always running, 8 threads, 2 agent slots",
     ]
+
+
+def test_goal_is_judged_on_the_probes_p99_when_the_run_had_one(tmp_path):
+    """The generator's p99 counts its own event loop's lateness; a run with a probe is judged on
+    the probe's, and the report shows both."""
+    probe = {"requests": 534, "errors": 0, "p50_ms": 6.4, "p99_ms": 160.6, "max_ms": 287.2}
+    result = sample_result(latency_p99_ms=3000.0, probe=probe)
+    assert result["goal"]["p99"] and result["goal"]["met"]
+    assert not sample_result(latency_p99_ms=3000.0)["goal"]["p99"]  # no probe: the generator's
+    assert not sample_result(probe={**probe, "p99_ms": 750.0})["goal"]["p99"]
+    path = tmp_path / "bench-load.json"
+    path.write_text(json.dumps(result))
+    text = "\n".join(bench_load.load_report_lines(path))
+    assert "| latency p50 / p99 | 5.0 ms / 3000.0 ms |" in text
+    assert "p50 6.4 ms, p99 160.6 ms, max 287.2 ms; 534 requests, 0 errors" in text
+    assert "p99 < 500 ms (the probe's): meets" in text
+
+
+def test_the_probe_times_requests_to_a_real_server():
+    """The probe against an HTTP server that takes 30 ms to answer and fails every fifth request."""
+    import threading
+    import time as clock
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from types import SimpleNamespace
+
+    seen: list[bytes] = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            clock.sleep(0.03)
+            status = 500 if len(seen) % 5 == 0 else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    serving = threading.Thread(target=httpd.serve_forever, daemon=True)
+    serving.start()
+    try:
+        probe = bench_load.Probe(
+            SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_port}"), "key-1", every=0.01
+        )
+        probe.start()
+        clock.sleep(0.6)
+        probe.stop_event.set()
+        probe.join(timeout=5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    summary = probe.summary()
+    assert json.loads(seen[0]) == {"node_key": "key-1"}
+    assert summary["errors"] >= 1 and summary["requests"] >= 4
+    assert 30 <= summary["p50_ms"] < 200 and summary["max_ms"] >= summary["p99_ms"] >= summary["p50_ms"]
