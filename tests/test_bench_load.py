@@ -378,6 +378,8 @@ def test_goal_is_judged_on_the_probes_p99_when_the_run_had_one(tmp_path):
     assert "| latency p50 / p99 | 5.0 ms / 3000.0 ms |" in text
     assert "p50 6.4 ms, p99 160.6 ms, max 287.2 ms; 534 requests, 0 errors" in text
     assert "p99 < 500 ms (the probe's): meets" in text
+    table = "\n".join(bench_load.runs_table([result, sample_result()]))
+    assert "| 5 / 3000 (6.4 / 160.6) |" in table and "| 5 / 30 |" in table  # older runs: no probe
 
 
 def test_the_probe_times_requests_to_a_real_server():
