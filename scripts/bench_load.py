@@ -54,6 +54,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -242,9 +243,9 @@ def run_queue_seconds(pids: list[int]) -> float:
     and a worker's requests run on others."""
     total = 0
     for pid in pids:
-        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        for tid in _threads(pid):
             try:
-                total += int(stat.read_text().split()[1])
+                total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
             except (OSError, IndexError, ValueError):
                 continue
     return total / 1e9
@@ -297,13 +298,10 @@ class PinnedServices:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for tid, cpus in self.before.items():
-            with contextlib.suppress(OSError):  # a thread that ended meanwhile
-                os.sched_setaffinity(tid, cpus)
         everything = os.sched_getaffinity(0)
         for pid in self.pids:  # threads started during the run inherited the pinned set
             for tid in _threads(pid):
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # a thread that ended meanwhile
                     os.sched_setaffinity(tid, self.before.get(tid, everything))
 
 
@@ -407,9 +405,9 @@ class Probe(threading.Thread):
     def run(self) -> None:
         import http.client
 
-        host, port = self.server.url.removeprefix("http://").split(":")
+        address = urlsplit(self.server.url)
         body = json.dumps({"node_key": self.node_key}).encode()
-        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
         while not self.stop_event.wait(self.every):
             started = time.monotonic()
             try:
@@ -602,8 +600,11 @@ def _window(
 def _pinning(args: argparse.Namespace) -> dict[str, list[int]] | None:
     if not args.web_cpus:
         return None
-    services = args.web_cpus if args.services_with_web else args.others_cpus
-    return {"web": sorted(args.web_cpus), "generator": sorted(args.others_cpus), "services": sorted(services)}
+    return {
+        "web": sorted(args.web_cpus),
+        "generator": sorted(args.others_cpus),
+        "services": sorted(args.services_cpus),
+    }
 
 
 def prime(
@@ -661,10 +662,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-load-"))
     split = split_cores() if args.pin else None
     args.web_cpus, args.others_cpus = split or (None, None)
+    args.services_cpus = args.web_cpus if args.services_with_web else args.others_cpus
     server = LoadServer(tmp, args.threads, args.agent_slots, args.web_cpus)
     services = service_pids("mariadb", "none") + service_pids("none", "redis", REDIS_URL)
-    services_cpus = args.web_cpus if args.services_with_web else args.others_cpus
-    pinned = PinnedServices(services, services_cpus) if split else contextlib.nullcontext()
+    pinned = PinnedServices(services, args.services_cpus) if split else contextlib.nullcontext()
     children: list[subprocess.Popen[bytes]] = []  # the simulators, stopped by PID if still running
     restore = contextlib.ExitStack()
     restore.enter_context(pinned)
