@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from agentapi.endpoint import Credential, agent_endpoint, authenticate
 from agentapi.wire import AgentError, client_ip
 from campaigns import services as campaigns
+from campaigns.handout import paced
 from campaigns.store import get_store
 from fleet.numbers import parse_id
 from hosts import details, intervals, labels, seen
@@ -79,7 +80,7 @@ def distributed_read(request: HttpRequest, body: dict[str, Any]) -> dict[str, An
             queries[name] = query.sql
             discovery[name] = query.discovery
     labels.add_due_queries(state, queries, discovery)  # fleet_label_query_<id>, from the cache
-    live = get_store().queries_for_host(state.id)
+    live = paced(get_store().queries_for_host(state.id))  # at most LIVE_QUERY_HANDOUT_RATE a second
     for campaign_id, sql in live.items():
         name = f"{campaigns.QUERY_PREFIX}{campaign_id}"
         queries[name] = sql

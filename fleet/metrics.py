@@ -56,6 +56,11 @@ LIVE_QUERY_ANSWERS = Counter(
     "Live-query answers received from hosts and kept, by result state (rows, no_rows, failed).",
     ["state"],
 )
+LIVE_QUERY_HANDOUTS_DEFERRED = Counter(
+    "fleet_live_query_handouts_deferred_total",
+    "Live queries a checking-in host was not given yet because this process had handed out its "
+    "share for the moment (LIVE_QUERY_HANDOUT_RATE); the host gets them at a later check-in.",
+)
 LOG_LINES_FORWARDED = Counter(
     "fleet_log_lines_forwarded_total",
     "osquery log lines a destination took, by log type (result, status) and destination plugin.",

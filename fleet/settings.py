@@ -526,6 +526,8 @@ LIVE_QUERY = {
     # The synchronous REST form waits at most this long (Fleet's FLEET_LIVE_QUERY_REST_PERIOD).
     "REST_PERIOD": env.float("LIVE_QUERY_REST_PERIOD", default=25.0),
     "STORE_TTL": env.int("LIVE_QUERY_STORE_TTL", default=7 * 24 * 3600),
+    # Live queries one web process hands out per second at most (0: no limit); campaigns/handout.py.
+    "HANDOUT_RATE": env.float("LIVE_QUERY_HANDOUT_RATE", default=200.0),
 }
 
 # --- Scripts (docs/scripts.md) -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from django.core.cache import cache
 
+from campaigns.handout import get_pacer
 from campaigns.store import get_store
 from hosts import seen
 from hosts.models import EnrollSecret, Team
@@ -28,6 +29,7 @@ def _clean_process_state(settings, tmp_path):
     channel_layers.backends.clear()
     get_store.cache_clear()
     get_store().forget_local_state()
+    get_pacer.cache_clear()  # a full bucket of live-query hand-outs for every test
     settings.OSQUERY = {
         **settings.OSQUERY,
         "RESULT_LOG_FILE": str(tmp_path / "osquery_result.log"),
