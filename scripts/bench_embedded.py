@@ -313,10 +313,23 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=1))
     print("\n".join(report_lines_from(result)))
     if not args.no_write:
+        result["notes"] = previous_notes()
         RESULTS.write_text(json.dumps(result, indent=1) + "\n")
         replace_section(report_lines())
         _log(f"wrote {RESULTS} and its section of docs/benchmarks.md")
+        if result["notes"]:
+            _log(f"kept the last run's notes in {RESULTS} ({len(result['notes'])}): bring them up to date")
     return 0 if result["goal_met"] else 1
+
+
+def previous_notes(path: Path = RESULTS) -> list[str]:
+    """The notes written by hand under the last run: kept for the next run to revise, not lost with
+    the figures they explain."""
+    try:
+        notes = json.loads(path.read_text()).get("notes", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [note for note in notes if isinstance(note, str)] if isinstance(notes, list) else []
 
 
 def report_lines_from(result: dict[str, Any]) -> list[str]:

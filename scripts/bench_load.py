@@ -658,12 +658,24 @@ def _idle_service_cpu(seconds: float) -> dict[str, float]:
     return {name: round((cpu_seconds(p) - before[name]) / seconds * 100, 1) for name, p in pids.items()}
 
 
+def _handout_rate(server: LoadServer) -> float:
+    """The worker's ``LIVE_QUERY_HANDOUT_RATE`` as its settings read it (campaigns/handout.py)."""
+    code = "from django.conf import settings; print(settings.LIVE_QUERY['HANDOUT_RATE'])"
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        env=server.env, cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-load-"))
     split = split_cores() if args.pin else None
     args.web_cpus, args.others_cpus = split or (None, None)
     args.services_cpus = args.web_cpus if args.services_with_web else args.others_cpus
     server = LoadServer(tmp, args.threads, args.agent_slots, args.web_cpus)
+    if args.handout_rate is not None:
+        server.env["LIVE_QUERY_HANDOUT_RATE"] = f"{args.handout_rate:g}"
     services = service_pids("mariadb", "none") + service_pids("none", "redis", REDIS_URL)
     pinned = PinnedServices(services, args.services_cpus) if split else contextlib.nullcontext()
     children: list[subprocess.Popen[bytes]] = []  # the simulators, stopped by PID if still running
@@ -681,6 +693,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             _log(f"the mix: {apply_mix(server)}")
             server.start()
         token = _token(server)  # it needs only .env and .url
+        handout_rate = _handout_rate(server)
         priming = (
             {"reused": True, "seconds": 0.0, "spread": 0.0, **primed_hosts(server)}
             if kept
@@ -720,6 +733,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         # The gate is left out of a worker with no more threads than slots (fleet/agent_admission.py).
         "agent_slots": args.agent_slots if args.threads > args.agent_slots else 0,
         "mix": {**MIX, "live_sql": list(LIVE_SQL)},
+        "handout_rate": handout_rate,  # live queries handed out per second (0: no limit)
         "priming": priming,
         "seconds": seconds,
         "requests": requests,
@@ -829,6 +843,8 @@ def render(
     live_text = f"{live['completed']} of {live['started']} reached every host"
     if live["completed"]:
         live_text += f", in {live['seconds_to_all_median']} s (median; max {live['seconds_to_all_max']} s)"
+    if r.get("handout_rate"):
+        live_text += f"; handed out at most {r['handout_rate']:g} a second (`LIVE_QUERY_HANDOUT_RATE`)"
     if not live.get("enabled", True):
         live_text = "none in this run (`--no-live`)"
     verdicts = [
@@ -916,7 +932,10 @@ def render(
         "with one always running every host answers one about every 10 s, a `distributed/write` per "
         "check-in; `--live-every 60` starts one a minute (each due to reach every host within a "
         "check-in interval, as Fleet's load tests ask: a live query run against all hosts on top of "
-        "the steady mix), and "
+        "the steady mix). Since 2026-12-06 12:00 the worker hands live queries out at most "
+        "`LIVE_QUERY_HANDOUT_RATE` a second (200 unless a run says otherwise), so a host may get one "
+        "a check-in or more later (docs/live-queries.md, \"Pacing\"); `--handout-rate` sets it. "
+        "And "
         "`--no-live` measures the mix without them. Hourly "
         "detail and label refreshes fall outside a window this short (the "
         "software section above puts a refresh at a few ms per host an hour, about 1 % of the "
@@ -953,6 +972,9 @@ def scenario(result: dict[str, Any]) -> str:
         live = "no live queries"
     else:
         live = f"a live query every {every:g} s" if every else "a live query always running"
+    rate = result.get("handout_rate")  # runs from before the pacing have none: no limit
+    if every is not None and rate:
+        live += f", handed out at {rate:g}/s"
     slots = result.get("agent_slots")  # runs from before the agent gate have none
     gate = f", {slots} agent slots" if slots else ""
     return f"{result['hosts']:,} hosts, {live}, {result['threads']} threads{gate}"
@@ -1084,6 +1106,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--services-with-web", action="store_true",
         help="MariaDB and Redis on the worker's core, the load generator alone on the others",
+    )  # fmt: skip
+    parser.add_argument(
+        "--handout-rate", type=float, default=None,
+        help="live queries the worker hands out per second (LIVE_QUERY_HANDOUT_RATE; default: the "
+        "server's own; 0: no limit)",
     )  # fmt: skip
     parser.add_argument("--no-live", action="store_true", help="no live queries (to see what they cost)")
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis 4 afterwards")

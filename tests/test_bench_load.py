@@ -364,6 +364,30 @@ def test_runs_behind_the_agent_gate_are_scenarios_of_their_own(tmp_path):
     ]
 
 
+def test_paced_runs_are_scenarios_of_their_own_and_say_their_rate(tmp_path):
+    path = tmp_path / "bench-load.json"
+    live = {"enabled": True, "every": 60.0, "started": 2, "completed": 2, "seconds_to_all_median": 45.0,
+            "seconds_to_all_max": 47.5}  # fmt: skip
+    unpaced = sample_result(hosts=7500, threads=2, live_queries=live)  # from before the pacing
+    paced = sample_result(hosts=7500, threads=2, live_queries=live, handout_rate=200.0)
+    quiet = sample_result(
+        hosts=7500, threads=2, handout_rate=200.0,
+        live_queries={"enabled": False, "every": 0.0, "started": 0, "completed": 0},
+    )  # fmt: skip
+    for result in (unpaced, paced, quiet):
+        bench_load.record(result, path)
+    assert sorted(bench_load.recorded(path)["runs"]) == [
+        "7,500 hosts, a live query every 60 s, 2 threads",
+        "7,500 hosts, a live query every 60 s, handed out at 200/s, 2 threads",
+        "7,500 hosts, no live queries, 2 threads",  # the rate says nothing without live queries
+    ]
+    bench_load.record(paced, path)  # the latest run, shown in full
+    text = "\n".join(bench_load.load_report_lines(path))
+    assert (
+        "in 45.0 s (median; max 47.5 s); handed out at most 200 a second (`LIVE_QUERY_HANDOUT_RATE`)" in text
+    )
+
+
 def test_goal_is_judged_on_the_probes_p99_when_the_run_had_one(tmp_path):
     """The generator's p99 counts its own event loop's lateness; a run with a probe is judged on
     the probe's, and the report shows both."""
