@@ -11,8 +11,8 @@ cost the same CPU and fit.
 So each process hands out at most ``LIVE_QUERY_HANDOUT_RATE`` live queries a second, a token
 bucket holding one second's worth: a host that checks in when the bucket is empty gets its
 detail and label queries as usual and the live query at a later check-in. A fleet that
-checks in more slowly than the rate, which is every fleet under a few thousand hosts per web
-process at a 10 s interval, never meets the limit and sees no change. A large one sees its live
+checks in more slowly than the rate (at the default 200 and a 10 s interval, up to about 2,000
+hosts per web process) never meets the limit and sees no change. A large one sees its live
 query complete in about ``hosts / (rate x processes)`` seconds instead of one interval, with the
 server's latency held meanwhile. The bucket is per process on purpose: the limit is what one
 process's core absorbs, so adding web processes raises it.
