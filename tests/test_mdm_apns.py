@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from mdm.apns.certificate import (
     DevPushBundle,
@@ -302,6 +303,39 @@ def test_load_certificate_pem_der_and_garbage(dev):
         load_certificate(dev[0].push_key_pem)
     with pytest.raises(PushCertificateError, match="too large"):
         load_certificate(pem * 100)
+
+
+def _der_ending_in_whitespace() -> tuple[x509.Certificate, bytes]:
+    """A certificate whose DER form ends in a whitespace byte, as about one in forty does.
+
+    ECDSA signs with a fresh nonce each time, so re-signing the same certificate gives new last
+    bytes; the loop stops at the first that ``bytes.strip`` would eat.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "whitespace-tail")])
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+    for _ in range(5000):
+        cert = builder.sign(key, hashes.SHA256())
+        der = cert.public_bytes(serialization.Encoding.DER)
+        if der[-1:].isspace():
+            return cert, der
+    raise AssertionError("no signature ended in a whitespace byte in 5,000 tries")
+
+
+def test_load_certificate_keeps_der_bytes_that_look_like_whitespace():
+    """A DER upload is binary: stripping it as text cut the signature of one certificate in forty."""
+    cert, der = _der_ending_in_whitespace()
+    assert der.strip() != der
+    assert load_certificate(der) == cert
 
 
 def test_describe(dev):

@@ -107,6 +107,8 @@ def load_certificate(data: bytes) -> x509.Certificate:
             f"This file is {len(data)} bytes, far too large for a push certificate "
             f"(limit {MAX_CERTIFICATE_BYTES}). Upload the .pem file from {_PORTAL}."
         )
+    # Whitespace and a byte-order mark are stripped only to find PEM text: DER is binary, and its
+    # last byte (the signature's) is a whitespace byte in about one certificate in forty.
     stripped = data.strip().removeprefix(b"\xef\xbb\xbf")
     start = stripped.find(_PEM_CERT_MARKER)
     if start < 0 and stripped.startswith(b"-----BEGIN"):
@@ -117,7 +119,7 @@ def load_certificate(data: bytes) -> x509.Certificate:
     try:
         if start >= 0:
             return x509.load_pem_x509_certificate(stripped[start:])
-        return x509.load_der_x509_certificate(stripped)
+        return x509.load_der_x509_certificate(data)
     except ValueError:
         raise PushCertificateError(
             "This file is not an X.509 certificate in PEM or DER form. "
