@@ -213,7 +213,7 @@ def fleet(results_dir: Path) -> Iterator[Fleet]:
         with open(logs["simulator"], "wb") as out:
             simulator = subprocess.Popen(
                 [
-                    PY, "manage.py", "simulate_hosts", "--url", url, "--enroll-secret", secret,
+                    PY, "manage.py", "simulate_hosts", "--url", url, f"--enroll-secret={secret}",
                     "--count", str(HOSTS), "--start-period", "0", "--distributed-interval", "1",
                     "--logger-tls-period", "10", "--ignore-config-options", "--progress-interval", "10",
                 ],

@@ -114,7 +114,7 @@ def simulate(
     command = [
         PY, str(ROOT / "manage.py"), "simulate_hosts",
         "--url", server.agent_url, "--ca-file", str(server.cert),
-        "--enroll-secret", server.secret, "--count", str(args.hosts), "--seed", "7",
+        f"--enroll-secret={server.secret}", "--count", str(args.hosts), "--seed", "7",
         "--distributed-interval", str(args.interval), "--logger-tls-period", str(args.interval),
         "--config-interval", "60", "--start-period", str(spread), "--duration", str(duration),
         "--node-key-file", str(server.tmp / "node_keys.json"), "--progress-interval", "15",

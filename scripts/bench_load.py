@@ -351,7 +351,7 @@ def simulate(
     """``manage.py simulate_hosts`` for ``duration`` s, counting requests from ``stats_after`` s on."""
     command = [
         PY, str(ROOT / "manage.py"), "simulate_hosts",
-        "--url", server.url, "--enroll-secret", server.secret, "--count", str(args.hosts), "--seed", "13",
+        "--url", server.url, f"--enroll-secret={server.secret}", "--count", str(args.hosts), "--seed", "13",
         "--distributed-interval", str(args.interval), "--logger-tls-period", str(args.interval),
         "--config-interval", str(CONFIG_INTERVAL), "--start-period", str(spread),
         "--duration", str(duration), "--node-key-file", str(server.tmp / "node_keys.json"),

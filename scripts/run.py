@@ -154,8 +154,7 @@ def main() -> None:
                     f"https://127.0.0.1:{tls_port}",
                     "--ca-file",
                     demo["cert"],
-                    "--enroll-secret",
-                    demo["enroll_secret"],
+                    f"--enroll-secret={demo['enroll_secret']}",  # "=": a secret may start with "-"
                     "--count",
                     str(demo_hosts),
                     "--start-period",

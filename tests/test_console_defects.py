@@ -4,6 +4,7 @@ the test that would have caught it."""
 from __future__ import annotations
 
 import io
+import re
 from datetime import timedelta
 
 import pytest
@@ -172,6 +173,17 @@ def test_make_run_loads_the_standard_query_library(db, tmp_path, settings):
     assert count >= 50 and Query.objects.filter(name="Get installed Chrome Extensions").exists()
     call_command("prepare_demo", password_file=str(tmp_path / "pw"), stdout=io.StringIO())
     assert Query.objects.count() == count  # once only
+
+
+def test_make_run_demo_secret_never_reads_as_an_option(db, tmp_path, settings):
+    """The demo secret went through token_urlsafe, which starts with "-" once in 64 runs; make run
+    passes it to simulate_hosts, whose parser then took it for an option and the hosts never came."""
+    settings.TLS_CERT_FILE = str(tmp_path / "cert.pem")
+    settings.TLS_KEY_FILE = str(tmp_path / "key.pem")
+    out = io.StringIO()
+    call_command("prepare_demo", password_file=str(tmp_path / "pw"), stdout=out)
+    secret = dict(line.split("=", 1) for line in out.getvalue().splitlines() if "=" in line)["enroll_secret"]
+    assert re.fullmatch(r"[A-Za-z0-9]{24}", secret), secret
 
 
 def test_team_is_still_editable_by_its_admin(db, client):

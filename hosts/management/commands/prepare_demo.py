@@ -28,6 +28,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from fleet.selfsigned import ensure_certificate
 from hosts.choices import Role
 from hosts.models import EnrollSecret, UserRole
+from hosts.services import generate_enroll_secret
 
 # Fleet's standard query library (queries/data/README.md has its source and licence).
 STANDARD_QUERY_LIBRARY = Path(__file__).resolve().parents[3] / "queries/data/standard-query-library.yml"
@@ -222,4 +223,6 @@ class Command(BaseCommand):
         existing = EnrollSecret.objects.filter(team__isnull=True).order_by("created_at").first()
         if existing:
             return existing.secret
-        return EnrollSecret.objects.create(secret=secrets.token_urlsafe(18)).secret
+        # The product's own generator: letters and digits only, so the secret never starts with
+        # "-", which the simulator's command line (and an admin's shell) would read as an option.
+        return EnrollSecret.objects.create(secret=generate_enroll_secret()).secret
