@@ -30,6 +30,7 @@ def _clean_process_state(settings, tmp_path):
     get_store.cache_clear()
     get_store().forget_local_state()
     get_pacer.cache_clear()  # a full bucket of live-query hand-outs for every test
+    settings.PASSWORD_HASHERS = ["tests.hashers.OneRoundPBKDF2PasswordHasher"]  # 0.4 s a hash otherwise
     settings.OSQUERY = {
         **settings.OSQUERY,
         "RESULT_LOG_FILE": str(tmp_path / "osquery_result.log"),

@@ -110,6 +110,3 @@ def switch_scripts(disabled: bool) -> None:
     FleetSettings.load()
     FleetSettings.objects.filter(pk=1).update(scripts_disabled=disabled)
     services.forget_switch()
-
-
-FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # users are made, not logged in, here

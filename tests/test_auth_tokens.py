@@ -22,12 +22,6 @@ from tests.factories import make_host, token_for
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """Hundreds of logins: a cheap hasher keeps them quick (the throttling is what is tested)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 TOKEN_URL = "/api/v1/auth/token/"
 HOSTS = "/api/v1/hosts/"
 

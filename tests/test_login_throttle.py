@@ -17,12 +17,6 @@ from fleet.api_auth import client_address
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """Hundreds of logins: a cheap hasher keeps them quick (the throttling is what is tested)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 TOKEN_URL = "/api/v1/auth/token/"
 ADMIN_LOGIN = "/admin/login/"
 ATTACKER = "203.0.113.66"

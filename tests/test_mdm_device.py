@@ -308,7 +308,6 @@ def test_profiles_are_installed_listed_and_removed(mac):
 
 @pytest.fixture
 def api(db, settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     return api_for(user_with_role("admin", Role.ADMIN))
 
 

@@ -16,14 +16,12 @@ from mdm.models import HostProfile, Profile
 from mdm.profiles import reconciler, services
 from tests.factories import api_for, make_host, user_with_role
 from tests.mdm_profiles_support import PROFILES, answer, enrolled_mac, mobileconfig, queued
-from tests.scripts_support import FAST_HASHERS
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def _settings(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
     settings.MDM = {**settings.MDM, "PUSH_DISABLED": True}
 
 

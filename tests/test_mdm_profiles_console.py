@@ -15,7 +15,6 @@ from mdm.models import HostProfile, Profile
 from mdm.profiles import reconciler, services
 from tests.factories import make_host, user_with_role
 from tests.mdm_profiles_support import answer, enrolled_mac, error_chain, mobileconfig, queued
-from tests.scripts_support import FAST_HASHERS
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +24,6 @@ HOSTS = "/admin/hosts/host/"
 
 @pytest.fixture(autouse=True)
 def _settings(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
     settings.MDM = {**settings.MDM, "PUSH_DISABLED": True}
 
 

@@ -13,14 +13,9 @@ from hosts.choices import Role
 from hosts.models import Label, LabelMembership, Team
 from hostscripts.models import Script, ScriptRun
 from tests.factories import make_host, user_with_role
-from tests.scripts_support import FAST_HASHERS, answer_when_queued, orbit_host, pending_ids, switch_scripts
+from tests.scripts_support import answer_when_queued, orbit_host, pending_ids, switch_scripts
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
 
 
 def run(*args: str) -> tuple[str, str]:
@@ -66,7 +61,6 @@ def test_file_name_decides_the_platforms(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_wait_prints_the_output_and_exit_code(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
     settings.SCRIPTS = {**settings.SCRIPTS, "SYNC_POLL_INTERVAL": 0.02}
     host = orbit_host("web-6", "ubuntu")
     thread = answer_when_queued(host, output="hello from the host\n")

@@ -13,18 +13,13 @@ from hosts.models import FleetSettings, Team
 from hostscripts import services
 from hostscripts.models import Script, ScriptKind, ScriptRun
 from tests.factories import make_host, user_with_role
-from tests.scripts_support import FAST_HASHERS, orbit_host, post_result
+from tests.scripts_support import orbit_host, post_result
 
 pytestmark = pytest.mark.django_db
 
 LIBRARY = "/admin/hostscripts/script/"
 RUNS = "/admin/hostscripts/scriptrun/"
 HOSTS = "/admin/hosts/host/"
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
 
 
 @pytest.fixture

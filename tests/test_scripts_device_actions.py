@@ -9,7 +9,6 @@ from hosts.choices import Role
 from hostscripts.models import ScriptKind, ScriptRun
 from tests.factories import api_for, make_host, user_with_role
 from tests.scripts_support import (
-    FAST_HASHERS,
     fetch_script,
     orbit_host,
     pending_ids,
@@ -18,11 +17,6 @@ from tests.scripts_support import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
 
 
 @pytest.fixture

@@ -11,14 +11,9 @@ from hosts.models import Team
 from hostscripts.models import Script
 from hostscripts.validation import MAX_SAVED_CHARS
 from tests.factories import api_for, user_with_role
-from tests.scripts_support import FAST_HASHERS, SCRIPTS
+from tests.scripts_support import SCRIPTS
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
 
 
 @pytest.fixture

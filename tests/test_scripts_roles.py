@@ -13,18 +13,13 @@ from hosts.choices import Role
 from hosts.models import Team
 from hostscripts import services
 from tests.factories import api_for, user_with_role
-from tests.scripts_support import BATCH, FAST_HASHERS, RUN, orbit_host, results
+from tests.scripts_support import BATCH, RUN, orbit_host, results
 
 pytestmark = pytest.mark.django_db
 
 ROLES = [Role.ADMIN, Role.MAINTAINER, Role.OBSERVER, Role.OBSERVER_PLUS, Role.GITOPS]
 RUNNERS = {Role.ADMIN, Role.MAINTAINER}
 READERS = {Role.ADMIN, Role.MAINTAINER, Role.OBSERVER, Role.OBSERVER_PLUS}
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from hostscripts.models import Script, ScriptRun
 from tests.factories import api_for, make_host, user_with_role
 from tests.scripts_support import (
     BATCH,
-    FAST_HASHERS,
     RUN,
     SYNC,
     answer_when_queued,
@@ -33,11 +32,6 @@ RESULT_FIELDS = {
     "host_id", "hostname", "host_timeout", "execution_id", "created_at", "sent_at", "finished_at", "status",
     "kind", "requested_by",
 }  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from django.core.exceptions import ValidationError
 from hosts import services
 from hosts.agent_options import validate_agent_options
 from hosts.choices import Role
-from hosts.models import Team, UserRole
-from tests.factories import api_for, make_host
+from hosts.models import Team
+from tests.factories import api_for, make_host, user_with_role
 from updates import host_versions
 from updates.repository import NewTarget, UpdateRepository
 
@@ -80,13 +80,6 @@ def _login(client, user):
 
 def _superuser():
     return get_user_model().objects.create_superuser("root", "root@example.com", None)
-
-
-def user_with_role(username: str, role: str, team: Team | None = None):
-    """A user holding one role; no password (hashing one costs a quarter of a second)."""
-    user = get_user_model().objects.create_user(username)
-    UserRole.objects.create(user=user, team=team, role=role)
-    return user
 
 
 def _rows(html: str) -> list[tuple[str, str]]:

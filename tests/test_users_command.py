@@ -23,11 +23,6 @@ pytestmark = pytest.mark.django_db
 STRONG = "Corr3ct-Horse-Battery!"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def sales(db) -> Team:
     return Team.objects.create(name="Sales")

@@ -30,11 +30,6 @@ ADD_INVITE = "/admin/users/invite/add/"
 STRONG = "Corr3ct-Horse-Battery!"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def sales(db) -> Team:
     return Team.objects.create(name="Sales")
