@@ -424,11 +424,20 @@ def register_agent(key: AgentKey, name: str, *, version: str = "", host_id: int 
 # --- Agent keys -------------------------------------------------------------------------------------
 
 
+def new_agent_key_text() -> str:
+    """A random agent key that never starts with "-": ``fleet-task-agent --key -x...`` would read
+    it as an option (one key in 64 would, from ``token_urlsafe`` alone)."""
+    while True:
+        raw = secrets.token_urlsafe(KEY_BYTES)
+        if not raw.startswith("-"):
+            return raw
+
+
 def create_agent_key(*, name: Any, team_id: int | None, user: Any = None) -> tuple[AgentKey, str]:
     """A new key: the object, and the key itself, which is shown this once and never stored."""
     name = clean_name(name)
     _check_unique(AgentKey, "agent key", name, team_id, None)
-    raw = secrets.token_urlsafe(KEY_BYTES)
+    raw = new_agent_key_text()
     key = AgentKey(name=name, team_id=team_id, key_digest=key_digest(raw))
     key.created_by = user if getattr(user, "pk", None) else None
     with transaction.atomic():

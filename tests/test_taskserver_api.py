@@ -9,6 +9,8 @@ from django.contrib.auth import get_user_model
 
 from activities.models import Activity
 from hosts.choices import Role
+from taskagent.cli import build_parser
+from taskserver import services
 from taskserver.models import AgentKey, MetricDestination, Task, TaskAgent, key_digest
 from taskserver.services import authenticate_key
 from tests.factories import api_for, user_with_role
@@ -209,6 +211,18 @@ def test_agent_key_is_shown_once(api, alpha):
     assert again.status_code == 409
     assert api.delete(f"/api/v1/agent-keys/{key.pk}/").status_code == 204
     assert authenticate_key(raw) is None
+
+
+def test_agent_keys_never_start_with_a_dash(api, monkeypatch):
+    """One token_urlsafe in 64 starts with "-"; given as ``--key``, the agent's parser took it for
+    an option and refused to start. A key that would is drawn again."""
+    drawn = iter(["-looks-like-an-option", "usable-key-text"])
+    monkeypatch.setattr(services.secrets, "token_urlsafe", lambda _n: next(drawn))
+    response = api.post("/api/v1/agent-keys/", {"name": "dc2"}, format="json")
+    assert response.status_code == 201, response.json()
+    raw = response.json()["key"]
+    assert raw == "usable-key-text" and authenticate_key(raw) == AgentKey.objects.get()
+    assert build_parser().parse_args(["--server", "https://fleet.example.com", "--key", raw]).key == raw
 
 
 def test_agent_keys_need_admin_to_write(alpha):
